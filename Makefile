@@ -1,0 +1,59 @@
+# Confidential Model Loader — developer entry points.
+#
+#   make build           build bin/kbs, bin/kbsctl, bin/cml-loader
+#   make test            everything CI checks (the README's test command)
+#   make demo            the main job end to end on embedded defaults
+#   make bench           benchmarks, printed as a small table
+#   make generate        regenerate the gRPC code from proto/
+#   make check-generate  fail if regenerating would change anything
+
+GO        ?= go
+TOOLS_BIN := $(CURDIR)/.tools/bin
+export PATH := $(TOOLS_BIN):$(PATH)
+
+.PHONY: all build test vet fmt-check gotest fuzz-smoke lint generate check-generate tools demo bench clean
+
+all: build
+
+build:
+	@mkdir -p bin
+	$(GO) build -trimpath -o bin/ ./cmd/kbs ./cmd/kbsctl ./cmd/cml-loader
+
+test: vet fmt-check lint check-generate gotest fuzz-smoke
+
+vet:
+	$(GO) vet ./...
+
+fmt-check:
+	@out=$$(gofmt -l $$(git ls-files --cached --others --exclude-standard '*.go')); \
+	if [ -n "$$out" ]; then echo "gofmt needs to run on:"; echo "$$out"; exit 1; fi
+
+gotest:
+	$(GO) test -race -count=1 ./...
+
+# Each fuzz target runs briefly so CI catches a regression in a parser.
+fuzz-smoke:
+	@scripts/fuzz-smoke.sh
+
+tools:
+	@scripts/install-tools.sh
+
+lint: tools
+	buf lint
+
+generate: tools
+	buf generate
+
+check-generate: generate
+	@if [ -n "$$(git status --porcelain -- proto)" ]; then \
+		echo "generated code is out of date; run 'make generate' and commit:"; \
+		git status --porcelain -- proto; exit 1; fi
+
+demo: build
+	@scripts/demo.sh
+
+bench: build
+	@scripts/bench.sh
+
+clean:
+	rm -rf bin .tools

@@ -1,0 +1,12 @@
+// Command kbs is not implemented yet; a later issue adds it.
+package main
+
+import (
+	"fmt"
+	"os"
+)
+
+func main() {
+	fmt.Fprintln(os.Stderr, "kbs: not yet implemented")
+	os.Exit(2)
+}

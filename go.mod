@@ -1,0 +1,3 @@
+module github.com/cml-project/cml
+
+go 1.26
