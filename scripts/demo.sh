@@ -114,7 +114,7 @@ step_tampered() {
 	victim=$(find tampered.emdl -type f -size +1M | sort | head -n 1)
 	offset=$(($(stat -c %s "$victim") / 2))
 	byte=$(od -An -tu1 -j "$offset" -N1 "$victim" | tr -d ' ')
-	printf "$(printf '\\%03o' $((byte ^ 1)))" | dd of="$victim" bs=1 seek="$offset" conv=notrunc status=none
+	printf '%b' "\\0$(printf '%03o' $((byte ^ 1)))" | dd of="$victim" bs=1 seek="$offset" conv=notrunc status=none
 	say "flipped one bit at offset $offset of $victim"
 	expect_refused kbsctl model decrypt --key-file model.key --in tampered.emdl --out tampered.out
 	[[ ! -e tampered.out ]] || die "a refused decrypt left tampered.out behind"
