@@ -1,0 +1,3 @@
+package emdl
+
+const sysRenameat2 = 276
