@@ -40,6 +40,7 @@ tools:
 
 lint: tools
 	buf lint
+	buf format --diff --exit-code
 
 generate: tools
 	buf generate
