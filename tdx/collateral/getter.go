@@ -1,0 +1,283 @@
+package collateral
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+)
+
+// DefaultPCSURL is the base URL of Intel's Provisioning Certification
+// Service (API v4 paths are appended).
+const DefaultPCSURL = "https://api.trustedservices.intel.com"
+
+// IntelRootCRLURL is the CRL distribution point of the Intel SGX Root CA.
+const IntelRootCRLURL = "https://certificates.trustedservices.intel.com/IntelSGXRootCA.der"
+
+// DefaultFetchTimeout bounds one HTTP fetch when Config.FetchTimeout is 0.
+const DefaultFetchTimeout = 15 * time.Second
+
+// Config configures a Getter.
+type Config struct {
+	// Dir is the collateral directory: documents are loaded from it and
+	// fetched documents are persisted to it, so a restart does not refetch.
+	// Required.
+	Dir string
+	// Offline: serve only what Dir holds; never touch the network. A
+	// missing or expired document is an immediate ErrMissing / ErrExpired.
+	Offline bool
+	// BaseURL is the Intel PCS v4 base URL (DefaultPCSURL) or a PCCS base
+	// URL such as https://pccs.example:8081. Default DefaultPCSURL.
+	BaseURL string
+	// RootCRLURL is where the Intel SGX Root CA CRL is fetched. Default:
+	// IntelRootCRLURL when BaseURL is Intel's PCS, else
+	// BaseURL + "/sgx/certification/v4/rootcacrl" (the PCCS endpoint).
+	RootCRLURL string
+	// HTTPClient fetches documents. Required unless Offline; give it a
+	// Timeout and, for a PCCS with a private CA, that CA in its TLS config.
+	HTTPClient *http.Client
+	// FetchTimeout bounds each fetch (DefaultFetchTimeout if 0).
+	FetchTimeout time.Duration
+	// RefreshAfter, if positive, refetches a document this long after it
+	// was fetched even if it has not expired, to pick up TCB recoveries
+	// early; if the refetch fails the cached document is served until its
+	// nextUpdate. 0: keep a document until its nextUpdate. Online only.
+	RefreshAfter time.Duration
+	// Now is the clock. Required.
+	Now func() time.Time
+}
+
+// Getter serves collateral documents to the TDX verifier, byte for byte as
+// the collateral service sent them. It keeps each in memory until its
+// nextUpdate, persists what it fetches to Config.Dir, and is safe for
+// concurrent use. Its Get method matches the verifier's collateral source.
+type Getter struct {
+	cfg   Config
+	mu    sync.Mutex
+	slots map[Key]*slot
+}
+
+// slot caches one document. sem (capacity 1) serialises loading and
+// fetching per key, so concurrent misses trigger one fetch, and waiting for
+// it honours the caller's context.
+type slot struct {
+	sem       chan struct{}
+	entry     *Entry
+	info      Info
+	fetchedAt time.Time
+}
+
+// New returns a Getter for cfg.
+func New(cfg Config) (*Getter, error) {
+	if cfg.Dir == "" {
+		return nil, errors.New("collateral: Config.Dir is required")
+	}
+	if cfg.Now == nil {
+		return nil, errors.New("collateral: Config.Now is required")
+	}
+	if !cfg.Offline {
+		if cfg.HTTPClient == nil {
+			return nil, errors.New("collateral: Config.HTTPClient is required unless Offline")
+		}
+		if cfg.BaseURL == "" {
+			cfg.BaseURL = DefaultPCSURL
+		}
+		cfg.BaseURL = strings.TrimSuffix(cfg.BaseURL, "/")
+		if u, err := url.Parse(cfg.BaseURL); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+			return nil, fmt.Errorf("collateral: BaseURL %q is not an http(s) URL", cfg.BaseURL)
+		}
+		if cfg.RootCRLURL == "" {
+			if cfg.BaseURL == DefaultPCSURL {
+				cfg.RootCRLURL = IntelRootCRLURL
+			} else {
+				cfg.RootCRLURL = cfg.BaseURL + "/sgx/certification/v4/rootcacrl"
+			}
+		}
+		if cfg.FetchTimeout <= 0 {
+			cfg.FetchTimeout = DefaultFetchTimeout
+		}
+	}
+	return &Getter{cfg: cfg, slots: map[Key]*slot{}}, nil
+}
+
+// Get returns the response header and body for a collateral URL that
+// go-tdx-guest asks for (see KeyForURL). Errors wrap ErrMissing,
+// ErrExpired, ErrUnavailable, ErrInvalid or the context's error.
+func (g *Getter) Get(ctx context.Context, rawURL string) (map[string][]string, []byte, error) {
+	k, err := KeyForURL(rawURL)
+	if err != nil {
+		return nil, nil, err
+	}
+	e, _, err := g.get(ctx, k)
+	if err != nil {
+		return nil, nil, err
+	}
+	return e.Header(), bytes.Clone(e.Body), nil
+}
+
+// Prefetch fetches (or loads) the TCB info of each FMSPC, the QE identity,
+// both PCK CRLs and the root CRL, persisting them to Config.Dir. Run with
+// an online Getter on a connected machine, it produces a bundle for
+// Import on an air-gapped one.
+func (g *Getter) Prefetch(ctx context.Context, fmspcs ...string) ([]Info, error) {
+	keys := []Key{{Kind: KindQEIdentity}, {Kind: KindPCKCRL, Param: "platform"}, {Kind: KindPCKCRL, Param: "processor"}, {Kind: KindRootCRL}}
+	for _, f := range fmspcs {
+		keys = append(keys, Key{Kind: KindTCBInfo, Param: strings.ToLower(f)})
+	}
+	var infos []Info
+	for _, k := range keys {
+		if err := k.validate(); err != nil {
+			return nil, err
+		}
+		_, info, err := g.get(ctx, k)
+		if err != nil {
+			return nil, err
+		}
+		infos = append(infos, info)
+	}
+	return infos, nil
+}
+
+func (g *Getter) slot(k Key) *slot {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	s := g.slots[k]
+	if s == nil {
+		s = &slot{sem: make(chan struct{}, 1)}
+		g.slots[k] = s
+	}
+	return s
+}
+
+func (g *Getter) get(ctx context.Context, k Key) (*Entry, Info, error) {
+	s := g.slot(k)
+	select {
+	case s.sem <- struct{}{}:
+	case <-ctx.Done():
+		return nil, Info{}, fmt.Errorf("collateral: %s: %w (%w)", k, ErrUnavailable, ctx.Err())
+	}
+	defer func() { <-s.sem }()
+
+	now := g.cfg.Now()
+	if s.entry != nil && !now.After(s.info.NextUpdate) && !g.stale(s, now) {
+		return s.entry, s.info, nil
+	}
+	// Not in memory, expired, or due for refresh: the directory may hold a
+	// newer copy (an import, or another process).
+	if e, err := ReadEntry(g.cfg.Dir, k); err == nil {
+		if info, perr := e.Parse(); perr == nil && (s.entry == nil || !info.NextUpdate.Before(s.info.NextUpdate)) {
+			s.entry, s.info = e, info
+			if s.fetchedAt.IsZero() {
+				s.fetchedAt = fileTime(g.cfg.Dir, k, now)
+			}
+		}
+	}
+	valid := s.entry != nil && !now.After(s.info.NextUpdate)
+	if valid && !g.stale(s, now) {
+		return s.entry, s.info, nil
+	}
+	if g.cfg.Offline {
+		if s.entry == nil {
+			return nil, Info{}, fmt.Errorf("collateral: %s: no %s in %s (offline): %w", k, k.bodyFile(), g.cfg.Dir, ErrMissing)
+		}
+		return nil, Info{}, fmt.Errorf("collateral: %s: nextUpdate %s has passed (offline): %w", k, s.info.NextUpdate.UTC().Format(time.RFC3339), ErrExpired)
+	}
+	e, info, err := g.fetch(ctx, k)
+	if err == nil && now.After(info.NextUpdate) {
+		err = fmt.Errorf("collateral: %s: fetched document expired at %s: %w", k, info.NextUpdate.UTC().Format(time.RFC3339), ErrExpired)
+	}
+	if err != nil {
+		if valid { // refresh failed: keep serving the unexpired copy
+			return s.entry, s.info, nil
+		}
+		return nil, Info{}, err
+	}
+	if err := WriteEntry(g.cfg.Dir, e); err != nil {
+		return nil, Info{}, err
+	}
+	s.entry, s.info, s.fetchedAt = e, info, now
+	return e, info, nil
+}
+
+func (g *Getter) stale(s *slot, now time.Time) bool {
+	return !g.cfg.Offline && g.cfg.RefreshAfter > 0 && now.Sub(s.fetchedAt) >= g.cfg.RefreshAfter
+}
+
+// fileTime approximates when a persisted document was fetched by its
+// body file's modification time.
+func fileTime(dir string, k Key, now time.Time) time.Time {
+	if fi, err := statBody(dir, k); err == nil {
+		return fi
+	}
+	return now
+}
+
+func (g *Getter) url(k Key) string {
+	switch k.Kind {
+	case KindTCBInfo:
+		return g.cfg.BaseURL + "/tdx/certification/v4/tcb?fmspc=" + k.Param
+	case KindQEIdentity:
+		return g.cfg.BaseURL + "/tdx/certification/v4/qe/identity"
+	case KindPCKCRL:
+		return g.cfg.BaseURL + "/sgx/certification/v4/pckcrl?ca=" + k.Param + "&encoding=der"
+	default:
+		return g.cfg.RootCRLURL
+	}
+}
+
+func (g *Getter) fetch(ctx context.Context, k Key) (*Entry, Info, error) {
+	ctx, cancel := context.WithTimeout(ctx, g.cfg.FetchTimeout)
+	defer cancel()
+	u := g.url(k)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return nil, Info{}, fmt.Errorf("collateral: %s: %v: %w", k, err, ErrInvalid)
+	}
+	resp, err := g.cfg.HTTPClient.Do(req)
+	if err != nil {
+		return nil, Info{}, fmt.Errorf("collateral: fetch %s: %w (%v)", k, ErrUnavailable, err)
+	}
+	defer resp.Body.Close()
+	switch {
+	case resp.StatusCode == http.StatusNotFound:
+		return nil, Info{}, fmt.Errorf("collateral: fetch %s: %s answered 404: %w", k, u, ErrMissing)
+	case resp.StatusCode != http.StatusOK:
+		return nil, Info{}, fmt.Errorf("collateral: fetch %s: %s answered %d: %w", k, u, resp.StatusCode, ErrUnavailable)
+	}
+	body, err := io.ReadAll(io.LimitReader(resp.Body, maxBodySize+1))
+	if err != nil {
+		return nil, Info{}, fmt.Errorf("collateral: fetch %s: %w (%v)", k, ErrUnavailable, err)
+	}
+	if len(body) > maxBodySize {
+		return nil, Info{}, fmt.Errorf("collateral: fetch %s: body exceeds %d bytes: %w", k, maxBodySize, ErrInvalid)
+	}
+	e := &Entry{Key: k, Body: body}
+	if k.Kind == KindPCKCRL || k.Kind == KindRootCRL {
+		e.Body = normalizeCRL(body)
+	}
+	if h := k.chainHeader(); h != "" {
+		v := resp.Header.Get(h)
+		if v == "" && k.Kind == KindTCBInfo {
+			v = resp.Header.Get(headerTCBInfoChainOld)
+		}
+		if v == "" {
+			return nil, Info{}, fmt.Errorf("collateral: fetch %s: response has no %s header: %w", k, h, ErrInvalid)
+		}
+		chain, err := url.QueryUnescape(v)
+		if err != nil {
+			return nil, Info{}, fmt.Errorf("collateral: fetch %s: %s header: %v: %w", k, h, err, ErrInvalid)
+		}
+		e.IssuerChain = []byte(chain)
+	}
+	info, err := e.Parse()
+	if err != nil {
+		return nil, Info{}, err
+	}
+	return e, info, nil
+}

@@ -1,0 +1,329 @@
+package verifier
+
+import (
+	"context"
+	"crypto/x509"
+	_ "embed"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/google/go-tdx-guest/abi"
+	"github.com/google/go-tdx-guest/pcs"
+	pb "github.com/google/go-tdx-guest/proto/tdx"
+	"github.com/google/go-tdx-guest/verify"
+
+	"github.com/cml-project/cml/tdx/collateral"
+)
+
+// intelRootPEM is Intel's SGX Root CA, the root of every genuine PCK
+// chain (also go-tdx-guest v0.3.1 verify/trusted_root.pem). TestIntelRoot
+// pins its subject and SHA-256 fingerprint.
+//
+//go:embed intel_sgx_root_ca.pem
+var intelRootPEM []byte
+
+// IntelRootCA returns a fresh copy of the pinned Intel SGX Root CA
+// certificate.
+func IntelRootCA() *x509.Certificate {
+	blk, _ := pem.Decode(intelRootPEM)
+	if blk == nil {
+		panic("verifier: embedded Intel SGX Root CA is not PEM")
+	}
+	c, err := x509.ParseCertificate(blk.Bytes)
+	if err != nil {
+		panic("verifier: embedded Intel SGX Root CA does not parse: " + err.Error())
+	}
+	return c
+}
+
+// DefaultMaxQuoteSize bounds the quote size when Config.MaxQuoteSize is 0.
+// Real quotes are about 5 KiB.
+const DefaultMaxQuoteSize = 64 << 10
+
+// CollateralSource serves collateral documents for the URLs go-tdx-guest
+// asks for: the response header (with the issuer chain) and the exact body.
+// *collateral.Getter implements it. Errors should wrap collateral.ErrMissing,
+// ErrExpired, ErrUnavailable or ErrInvalid; they become reason codes.
+type CollateralSource interface {
+	Get(ctx context.Context, url string) (header map[string][]string, body []byte, err error)
+}
+
+var _ CollateralSource = (*collateral.Getter)(nil)
+
+// Checks selects how much Verify checks. The zero value checks everything
+// and is the only setting for releasing keys.
+type Checks int
+
+const (
+	// CheckFull: quote and QE report signatures, PCK chain to a trusted
+	// root, TCB info and QE identity (signatures, expiry, match, TCB status),
+	// PCK and root CRLs.
+	CheckFull Checks = iota
+	// CheckNoCRL: CheckFull without the CRLs. Benchmarks and diagnosis only.
+	CheckNoCRL
+	// CheckSignatureChain: signatures and the PCK chain only; no collateral
+	// and no TCB status (Claims.TCBStatus is TCBStatusNotEvaluated).
+	// Inspection and benchmarks only.
+	CheckSignatureChain
+)
+
+func (c Checks) String() string {
+	switch c {
+	case CheckFull:
+		return "full"
+	case CheckNoCRL:
+		return "no-crl"
+	case CheckSignatureChain:
+		return "signature-chain"
+	}
+	return fmt.Sprintf("Checks(%d)", int(c))
+}
+
+// Config configures a Verifier.
+type Config struct {
+	// Collateral serves TCB info, QE identity and CRLs. Required unless
+	// Checks is CheckSignatureChain.
+	Collateral CollateralSource
+	// ExtraRoots are trusted in addition to the pinned Intel SGX Root CA.
+	// Leave empty in production; the TDX simulator's root goes here only in
+	// development setups.
+	ExtraRoots []*x509.Certificate
+	// Now is the verification clock. Required.
+	Now func() time.Time
+	// Checks; the zero value is CheckFull.
+	Checks Checks
+	// MaxQuoteSize bounds the input (DefaultMaxQuoteSize if 0).
+	MaxQuoteSize int
+}
+
+// Verifier verifies TDX quotes. It is safe for concurrent use.
+type Verifier struct {
+	src     CollateralSource
+	roots   *x509.CertPool
+	now     func() time.Time
+	checks  Checks
+	maxSize int
+}
+
+// New returns a Verifier for cfg.
+func New(cfg Config) (*Verifier, error) {
+	if cfg.Now == nil {
+		return nil, errors.New("verifier: Config.Now is required")
+	}
+	switch cfg.Checks {
+	case CheckFull, CheckNoCRL:
+		if cfg.Collateral == nil {
+			return nil, fmt.Errorf("verifier: Config.Collateral is required for checks %s", cfg.Checks)
+		}
+	case CheckSignatureChain:
+	default:
+		return nil, fmt.Errorf("verifier: unknown checks %d", int(cfg.Checks))
+	}
+	roots := x509.NewCertPool()
+	roots.AddCert(IntelRootCA())
+	for i, c := range cfg.ExtraRoots {
+		if c == nil || !c.IsCA || !c.BasicConstraintsValid {
+			return nil, fmt.Errorf("verifier: extra root %d is not a CA certificate", i)
+		}
+		if err := c.CheckSignatureFrom(c); err != nil {
+			return nil, fmt.Errorf("verifier: extra root %d (%s) is not self-signed: %w", i, c.Subject, err)
+		}
+		roots.AddCert(c)
+	}
+	maxSize := cfg.MaxQuoteSize
+	if maxSize <= 0 {
+		maxSize = DefaultMaxQuoteSize
+	}
+	return &Verifier{src: cfg.Collateral, roots: roots, now: cfg.Now, checks: cfg.Checks, maxSize: maxSize}, nil
+}
+
+// callSource adapts the CollateralSource to go-tdx-guest's context-free
+// getter for one Verify call. go-tdx-guest formats getter errors with %v,
+// so it keeps the first one (for its type) and the bodies it served (for
+// the TCB evaluation). One call runs on one goroutine.
+type callSource struct {
+	ctx    context.Context
+	src    CollateralSource
+	err    error
+	bodies map[collateral.Kind][]byte
+}
+
+func (c *callSource) Get(url string) (map[string][]string, []byte, error) {
+	if err := c.ctx.Err(); err != nil {
+		if c.err == nil {
+			c.err = fmt.Errorf("collateral: %w (%w)", collateral.ErrUnavailable, err)
+		}
+		return nil, nil, c.err
+	}
+	h, b, err := c.src.Get(c.ctx, url)
+	if err != nil {
+		if c.err == nil {
+			c.err = err
+		}
+		return nil, nil, err
+	}
+	if k, kerr := collateral.KeyForURL(url); kerr == nil {
+		c.bodies[k.Kind] = b
+	}
+	return h, b, nil
+}
+
+func fail(r Reason, err error) *Error { return &Error{Reason: r, Err: err} }
+
+// Verify checks that quote is a genuine TDX quote and returns its claims.
+// On failure the error is an *Error whose Reason is a stable code; for TCB
+// statuses other than UpToDate the *Error also carries the (authentic)
+// claims. Verify never decides policy: the caller checks the claims
+// (measurements, DEBUG, REPORTDATA, TCB status) against its own.
+//
+// Network access, if the collateral source needs it, is bounded by ctx.
+func (v *Verifier) Verify(ctx context.Context, quote []byte) (*Claims, error) {
+	if len(quote) > v.maxSize {
+		return nil, fail(ReasonQuoteTooLarge, fmt.Errorf("quote is %d bytes, limit %d", len(quote), v.maxSize))
+	}
+	if err := checkLayout(quote); err != nil {
+		var le *layoutError
+		if errors.As(err, &le) {
+			return nil, fail(le.reason, err)
+		}
+		return nil, fail(ReasonQuoteMalformed, err)
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, fail(ReasonCanceled, err)
+	}
+	q, err := parseQuote(quote)
+	if err != nil {
+		return nil, fail(ReasonQuoteMalformed, err)
+	}
+	now := v.now()
+	src := &callSource{ctx: ctx, src: v.src, bodies: map[collateral.Kind][]byte{}}
+	// A fresh Options per call: go-tdx-guest stores its working state in it.
+	opts := &verify.Options{
+		GetCollateral:    v.checks != CheckSignatureChain,
+		CheckRevocations: v.checks == CheckFull,
+		Getter:           src,
+		Now:              now,
+		TrustedRoots:     v.roots,
+	}
+	verr := runVerify(q, opts)
+	claims := claimsFromBody(q.GetTdQuoteBody())
+	claims.Checks = v.checks
+	qeCert := q.GetSignedData().GetCertificationData().GetQeReportCertificationData()
+
+	var reason Reason
+	if verr != nil {
+		reason = classify(verr, src.err)
+		if reason != markTDStatus && reason != markQEStatus {
+			return nil, fail(reason, verr)
+		}
+	}
+	// The quote verified, or failed only its TCB status. Evaluate the
+	// status from the same collateral bytes go-tdx-guest just verified.
+	ext, err := pckExtensions(qeCert.GetPckCertificateChainData().GetPckCertChain())
+	if err != nil { // cannot happen after go-tdx-guest parsed the same chain
+		return nil, fail(ReasonPCKChainInvalid, err)
+	}
+	claims.FMSPC = ext.FMSPC
+	if v.checks == CheckSignatureChain {
+		return claims, nil
+	}
+	var ti pcs.TdxTcbInfo
+	var qe pcs.QeIdentity
+	if err := json.Unmarshal(src.bodies[collateral.KindTCBInfo], &ti); err != nil {
+		return nil, fail(ReasonVerificationFailed, fmt.Errorf("re-reading verified tcb info: %w", err))
+	}
+	if err := json.Unmarshal(src.bodies[collateral.KindQEIdentity], &qe); err != nil {
+		return nil, fail(ReasonVerificationFailed, fmt.Errorf("re-reading verified qe identity: %w", err))
+	}
+	claims.TCBInfoIssueDate, claims.TCBInfoNextUpdate = ti.TcbInfo.IssueDate, ti.TcbInfo.NextUpdate
+	claims.QEIdentityIssueDate, claims.QEIdentityNextUpdate = qe.EnclaveIdentity.IssueDate, qe.EnclaveIdentity.NextUpdate
+	claims.CollateralNextUpdate = earliest(ti.TcbInfo.NextUpdate, qe.EnclaveIdentity.NextUpdate)
+	if v.checks == CheckFull {
+		for _, k := range []collateral.Kind{collateral.KindPCKCRL, collateral.KindRootCRL} {
+			crl, err := x509.ParseRevocationList(src.bodies[k])
+			if err != nil {
+				return nil, fail(ReasonVerificationFailed, fmt.Errorf("re-reading verified %s: %w", k, err))
+			}
+			claims.CollateralNextUpdate = earliest(claims.CollateralNextUpdate, crl.NextUpdate)
+		}
+	}
+	if reason == markTDStatus {
+		// go-tdx-guest stopped before comparing the QE report with the QE
+		// identity; do it here.
+		if err := matchQEIdentity(&qe.EnclaveIdentity, qeCert.GetQeReport()); err != nil {
+			return nil, fail(ReasonQEIdentityMismatch, err)
+		}
+	}
+	res, err := evaluateTCB(&ti.TcbInfo, &qe.EnclaveIdentity, q.GetTdQuoteBody(), ext, qeCert.GetQeReport().GetIsvSvn())
+	if err != nil {
+		if verr != nil && errors.Is(err, errNoTCBLevel) {
+			return nil, fail(ReasonTCBUnsupported, fmt.Errorf("%w (go-tdx-guest: %v)", err, verr))
+		}
+		return nil, fail(ReasonVerificationFailed, fmt.Errorf("tcb evaluation disagrees with go-tdx-guest: %w", err))
+	}
+	claims.TCBStatus, claims.AdvisoryIDs, claims.TCBDate = res.status, res.advisoryIDs, res.tcbDate
+	sr := statusReason(res.status)
+	switch {
+	case verr == nil && sr == "":
+		return claims, nil
+	case verr == nil || sr == "":
+		// Fail closed if the two evaluations ever disagree.
+		return nil, fail(ReasonVerificationFailed, fmt.Errorf("tcb status %q disagrees with go-tdx-guest (%v)", res.status, verr))
+	default:
+		return nil, &Error{Reason: sr, Err: fmt.Errorf("tcb status %s", res.status), Claims: claims}
+	}
+}
+
+func earliest(a, b time.Time) time.Time {
+	if a.IsZero() || (!b.IsZero() && b.Before(a)) {
+		return b
+	}
+	return a
+}
+
+// parseQuote converts checked bytes to go-tdx-guest's form, turning any
+// panic in the library into an error.
+func parseQuote(b []byte) (q *pb.QuoteV4, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			q, err = nil, fmt.Errorf("quote parser panicked: %v", r)
+		}
+	}()
+	a, err := abi.QuoteToProto(b)
+	if err != nil {
+		return nil, err
+	}
+	q, ok := a.(*pb.QuoteV4)
+	if !ok {
+		return nil, fmt.Errorf("unexpected quote type %T", a)
+	}
+	return q, nil
+}
+
+// runVerify calls go-tdx-guest, turning any panic into an error (which
+// classifies as verification_failed).
+func runVerify(q *pb.QuoteV4, opts *verify.Options) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("go-tdx-guest verify panicked: %v", r)
+		}
+	}()
+	return verify.TdxQuote(q, opts)
+}
+
+// pckExtensions parses the PCK leaf (the first PEM block) and its SGX
+// extension.
+func pckExtensions(chain []byte) (*pcs.PckExtensions, error) {
+	blk, _ := pem.Decode(chain)
+	if blk == nil {
+		return nil, errors.New("PCK chain is not PEM")
+	}
+	c, err := x509.ParseCertificate(blk.Bytes)
+	if err != nil {
+		return nil, err
+	}
+	return pcs.PckCertificateExtensions(c)
+}
