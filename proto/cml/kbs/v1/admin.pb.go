@@ -156,10 +156,16 @@ type ImportKeyRequest struct {
 	// The raw key: exactly 32 bytes for KEY_ALGORITHM_AES_256_GCM. Secret:
 	// never logged or echoed.
 	KeyMaterial []byte `protobuf:"bytes,3,opt,name=key_material,json=keyMaterial,proto3" json:"key_material,omitempty"`
-	// Free text for humans, at most 1024 bytes of UTF-8.
+	// Free text for humans, at most 1024 bytes of UTF-8. Only for a new key;
+	// must be empty with new_version.
 	Description string `protobuf:"bytes,4,opt,name=description,proto3" json:"description,omitempty"`
-	// Labels (see KeyMetadata.labels for the limits).
-	Labels        map[string]string `protobuf:"bytes,5,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// Labels (see KeyMetadata.labels for the limits). Only for a new key;
+	// must be empty with new_version.
+	Labels map[string]string `protobuf:"bytes,5,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// If true, key_id must name an existing key, and the bytes become its new
+	// primary version (like RotateKey, with supplied bytes); algorithm must
+	// then be unspecified or the key's algorithm.
+	NewVersion    bool `protobuf:"varint,6,opt,name=new_version,json=newVersion,proto3" json:"new_version,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -229,12 +235,21 @@ func (x *ImportKeyRequest) GetLabels() map[string]string {
 	return nil
 }
 
-// ImportKeyResponse is the imported key.
+func (x *ImportKeyRequest) GetNewVersion() bool {
+	if x != nil {
+		return x.NewVersion
+	}
+	return false
+}
+
+// ImportKeyResponse is the key holding the imported version.
 type ImportKeyResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Metadata of the new key: version 1 (origin imported), enabled and
-	// primary.
-	Key           *KeyMetadata `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	// Metadata after the import; the imported version (origin imported) is
+	// enabled and primary.
+	Key *KeyMetadata `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	// The version that holds the imported bytes: 1 for a new key.
+	Version       uint32 `protobuf:"varint,2,opt,name=version,proto3" json:"version,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -274,6 +289,13 @@ func (x *ImportKeyResponse) GetKey() *KeyMetadata {
 		return x.Key
 	}
 	return nil
+}
+
+func (x *ImportKeyResponse) GetVersion() uint32 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
 }
 
 // RotateKeyRequest names the key to rotate.
@@ -581,16 +603,17 @@ func (x *ListKeysResponse) GetNextPageToken() string {
 	return ""
 }
 
-// DisableKeyRequest names the version(s) to disable. Exactly one of version
-// and all_versions must be set.
+// DisableKeyRequest names the version or key to disable. Exactly one of
+// version and whole_key must be set.
 type DisableKeyRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Key concerned.
 	KeyId string `protobuf:"bytes,1,opt,name=key_id,json=keyId,proto3" json:"key_id,omitempty"`
 	// Version to disable, from 1. 0 is not "primary" here: it means unset.
 	Version uint32 `protobuf:"varint,2,opt,name=version,proto3" json:"version,omitempty"`
-	// Disable every version that is enabled.
-	AllVersions   bool `protobuf:"varint,3,opt,name=all_versions,json=allVersions,proto3" json:"all_versions,omitempty"`
+	// Disable the key as a whole (KEY_STATE_DISABLED); its versions keep
+	// their own states.
+	WholeKey      bool `protobuf:"varint,3,opt,name=whole_key,json=wholeKey,proto3" json:"whole_key,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -639,9 +662,9 @@ func (x *DisableKeyRequest) GetVersion() uint32 {
 	return 0
 }
 
-func (x *DisableKeyRequest) GetAllVersions() bool {
+func (x *DisableKeyRequest) GetWholeKey() bool {
 	if x != nil {
-		return x.AllVersions
+		return x.WholeKey
 	}
 	return false
 }
@@ -692,16 +715,17 @@ func (x *DisableKeyResponse) GetKey() *KeyMetadata {
 	return nil
 }
 
-// EnableKeyRequest names the version(s) to enable. Exactly one of version and
-// all_versions must be set.
+// EnableKeyRequest names the version or key to enable. Exactly one of
+// version and whole_key must be set.
 type EnableKeyRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Key concerned.
 	KeyId string `protobuf:"bytes,1,opt,name=key_id,json=keyId,proto3" json:"key_id,omitempty"`
 	// Version to enable, from 1. 0 is not "primary" here: it means unset.
 	Version uint32 `protobuf:"varint,2,opt,name=version,proto3" json:"version,omitempty"`
-	// Enable every version that is disabled (destroyed ones stay destroyed).
-	AllVersions   bool `protobuf:"varint,3,opt,name=all_versions,json=allVersions,proto3" json:"all_versions,omitempty"`
+	// Enable the key as a whole (KEY_STATE_ENABLED); its versions keep their
+	// own states.
+	WholeKey      bool `protobuf:"varint,3,opt,name=whole_key,json=wholeKey,proto3" json:"whole_key,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -750,9 +774,9 @@ func (x *EnableKeyRequest) GetVersion() uint32 {
 	return 0
 }
 
-func (x *EnableKeyRequest) GetAllVersions() bool {
+func (x *EnableKeyRequest) GetWholeKey() bool {
 	if x != nil {
-		return x.AllVersions
+		return x.WholeKey
 	}
 	return false
 }
@@ -803,17 +827,18 @@ func (x *EnableKeyResponse) GetKey() *KeyMetadata {
 	return nil
 }
 
-// DestroyKeyRequest names the version(s) to destroy. Exactly one of version
-// and all_versions must be set, so a forgotten field never destroys a whole
-// key.
+// DestroyKeyRequest names the version or key to destroy. Exactly one of
+// version and whole_key must be set, so a forgotten field never destroys a
+// whole key.
 type DestroyKeyRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Key concerned.
 	KeyId string `protobuf:"bytes,1,opt,name=key_id,json=keyId,proto3" json:"key_id,omitempty"`
 	// Version to destroy, from 1. 0 is not "primary" here: it means unset.
 	Version uint32 `protobuf:"varint,2,opt,name=version,proto3" json:"version,omitempty"`
-	// Destroy every version of the key.
-	AllVersions   bool `protobuf:"varint,3,opt,name=all_versions,json=allVersions,proto3" json:"all_versions,omitempty"`
+	// Destroy every version of the key and the key itself
+	// (KEY_STATE_DESTROYED).
+	WholeKey      bool `protobuf:"varint,3,opt,name=whole_key,json=wholeKey,proto3" json:"whole_key,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -862,9 +887,9 @@ func (x *DestroyKeyRequest) GetVersion() uint32 {
 	return 0
 }
 
-func (x *DestroyKeyRequest) GetAllVersions() bool {
+func (x *DestroyKeyRequest) GetWholeKey() bool {
 	if x != nil {
-		return x.AllVersions
+		return x.WholeKey
 	}
 	return false
 }
@@ -1915,18 +1940,21 @@ const file_cml_kbs_v1_admin_proto_rawDesc = "" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\">\n" +
 	"\x11CreateKeyResponse\x12)\n" +
-	"\x03key\x18\x01 \x01(\v2\x17.cml.kbs.v1.KeyMetadataR\x03key\"\xa3\x02\n" +
+	"\x03key\x18\x01 \x01(\v2\x17.cml.kbs.v1.KeyMetadataR\x03key\"\xc4\x02\n" +
 	"\x10ImportKeyRequest\x12\x15\n" +
 	"\x06key_id\x18\x01 \x01(\tR\x05keyId\x126\n" +
 	"\talgorithm\x18\x02 \x01(\x0e2\x18.cml.kbs.v1.KeyAlgorithmR\talgorithm\x12!\n" +
 	"\fkey_material\x18\x03 \x01(\fR\vkeyMaterial\x12 \n" +
 	"\vdescription\x18\x04 \x01(\tR\vdescription\x12@\n" +
-	"\x06labels\x18\x05 \x03(\v2(.cml.kbs.v1.ImportKeyRequest.LabelsEntryR\x06labels\x1a9\n" +
+	"\x06labels\x18\x05 \x03(\v2(.cml.kbs.v1.ImportKeyRequest.LabelsEntryR\x06labels\x12\x1f\n" +
+	"\vnew_version\x18\x06 \x01(\bR\n" +
+	"newVersion\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\">\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"X\n" +
 	"\x11ImportKeyResponse\x12)\n" +
-	"\x03key\x18\x01 \x01(\v2\x17.cml.kbs.v1.KeyMetadataR\x03key\")\n" +
+	"\x03key\x18\x01 \x01(\v2\x17.cml.kbs.v1.KeyMetadataR\x03key\x12\x18\n" +
+	"\aversion\x18\x02 \x01(\rR\aversion\")\n" +
 	"\x10RotateKeyRequest\x12\x15\n" +
 	"\x06key_id\x18\x01 \x01(\tR\x05keyId\"_\n" +
 	"\x11RotateKeyResponse\x12)\n" +
@@ -1943,23 +1971,23 @@ const file_cml_kbs_v1_admin_proto_rawDesc = "" +
 	"page_token\x18\x02 \x01(\tR\tpageToken\"g\n" +
 	"\x10ListKeysResponse\x12+\n" +
 	"\x04keys\x18\x01 \x03(\v2\x17.cml.kbs.v1.KeyMetadataR\x04keys\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"g\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"a\n" +
 	"\x11DisableKeyRequest\x12\x15\n" +
 	"\x06key_id\x18\x01 \x01(\tR\x05keyId\x12\x18\n" +
-	"\aversion\x18\x02 \x01(\rR\aversion\x12!\n" +
-	"\fall_versions\x18\x03 \x01(\bR\vallVersions\"?\n" +
+	"\aversion\x18\x02 \x01(\rR\aversion\x12\x1b\n" +
+	"\twhole_key\x18\x03 \x01(\bR\bwholeKey\"?\n" +
 	"\x12DisableKeyResponse\x12)\n" +
-	"\x03key\x18\x01 \x01(\v2\x17.cml.kbs.v1.KeyMetadataR\x03key\"f\n" +
+	"\x03key\x18\x01 \x01(\v2\x17.cml.kbs.v1.KeyMetadataR\x03key\"`\n" +
 	"\x10EnableKeyRequest\x12\x15\n" +
 	"\x06key_id\x18\x01 \x01(\tR\x05keyId\x12\x18\n" +
-	"\aversion\x18\x02 \x01(\rR\aversion\x12!\n" +
-	"\fall_versions\x18\x03 \x01(\bR\vallVersions\">\n" +
+	"\aversion\x18\x02 \x01(\rR\aversion\x12\x1b\n" +
+	"\twhole_key\x18\x03 \x01(\bR\bwholeKey\">\n" +
 	"\x11EnableKeyResponse\x12)\n" +
-	"\x03key\x18\x01 \x01(\v2\x17.cml.kbs.v1.KeyMetadataR\x03key\"g\n" +
+	"\x03key\x18\x01 \x01(\v2\x17.cml.kbs.v1.KeyMetadataR\x03key\"a\n" +
 	"\x11DestroyKeyRequest\x12\x15\n" +
 	"\x06key_id\x18\x01 \x01(\tR\x05keyId\x12\x18\n" +
-	"\aversion\x18\x02 \x01(\rR\aversion\x12!\n" +
-	"\fall_versions\x18\x03 \x01(\bR\vallVersions\"?\n" +
+	"\aversion\x18\x02 \x01(\rR\aversion\x12\x1b\n" +
+	"\twhole_key\x18\x03 \x01(\bR\bwholeKey\"?\n" +
 	"\x12DestroyKeyResponse\x12)\n" +
 	"\x03key\x18\x01 \x01(\v2\x17.cml.kbs.v1.KeyMetadataR\x03key\"U\n" +
 	"\x10PutPolicyRequest\x12\x15\n" +

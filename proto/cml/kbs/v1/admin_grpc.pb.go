@@ -62,20 +62,23 @@ type AdminServiceClient interface {
 	//
 	// Who may call: admin. Errors: INVALID_ARGUMENT, ALREADY_EXISTS.
 	CreateKey(ctx context.Context, in *CreateKeyRequest, opts ...grpc.CallOption) (*CreateKeyResponse, error)
-	// ImportKey creates a key whose version 1 holds key bytes the caller
-	// supplies (for example a key models were already encrypted with). The
+	// ImportKey stores key bytes the caller supplies (for example a key
+	// models were already encrypted with): either as version 1 of a new key,
+	// or, with new_version, as a new primary version of an existing key. The
 	// bytes travel only inside the mTLS connection, are never logged, and are
 	// stored encrypted under the key-encryption key.
 	//
 	// Who may call: admin. Errors: INVALID_ARGUMENT (wrong length for the
-	// algorithm), ALREADY_EXISTS.
+	// algorithm), ALREADY_EXISTS (new key whose id exists), NOT_FOUND
+	// (new_version for a missing key), FAILED_PRECONDITION (new_version for a
+	// destroyed key, or the key has the maximum number of versions).
 	ImportKey(ctx context.Context, in *ImportKeyRequest, opts ...grpc.CallOption) (*ImportKeyResponse, error)
 	// RotateKey adds a new server-generated version to a key and makes it
 	// primary. Older versions keep their state, so models encrypted with them
 	// stay decryptable until those versions are disabled or destroyed.
 	//
-	// Who may call: admin. Errors: NOT_FOUND, FAILED_PRECONDITION (every
-	// version is destroyed: the key is a tombstone).
+	// Who may call: admin. Errors: NOT_FOUND, FAILED_PRECONDITION (the key is
+	// destroyed, or has the maximum number of versions).
 	RotateKey(ctx context.Context, in *RotateKeyRequest, opts ...grpc.CallOption) (*RotateKeyResponse, error)
 	// GetKey returns a key's metadata and versions.
 	//
@@ -87,26 +90,26 @@ type AdminServiceClient interface {
 	// Who may call: admin, auditor. Errors: INVALID_ARGUMENT (bad page token
 	// or negative page size).
 	ListKeys(ctx context.Context, in *ListKeysRequest, opts ...grpc.CallOption) (*ListKeysResponse, error)
-	// DisableKey disables one version of a key, or all of them. A disabled
-	// version is kept but neither released nor exported. Disabling a
-	// disabled version succeeds and changes nothing.
+	// DisableKey disables one version of a key, or the whole key (see
+	// KeyState). Nothing disabled is released or exported, but it is kept.
+	// Disabling something disabled succeeds and changes nothing.
 	//
 	// Who may call: admin. Errors: INVALID_ARGUMENT (neither or both of
-	// version and all_versions), NOT_FOUND, FAILED_PRECONDITION (the version
-	// is destroyed).
+	// version and whole_key), NOT_FOUND, FAILED_PRECONDITION (the version or
+	// key is destroyed).
 	DisableKey(ctx context.Context, in *DisableKeyRequest, opts ...grpc.CallOption) (*DisableKeyResponse, error)
-	// EnableKey enables one disabled version of a key, or every disabled
-	// version. Enabling an enabled version succeeds and changes nothing.
+	// EnableKey enables one disabled version of a key, or the whole key
+	// (which leaves its versions' own states as they were). Enabling
+	// something enabled succeeds and changes nothing.
 	//
 	// Who may call: admin. Errors: INVALID_ARGUMENT, NOT_FOUND,
-	// FAILED_PRECONDITION (the named version is destroyed; with all_versions,
-	// destroyed versions are skipped).
+	// FAILED_PRECONDITION (the version or key is destroyed).
 	EnableKey(ctx context.Context, in *EnableKeyRequest, opts ...grpc.CallOption) (*EnableKeyResponse, error)
-	// DestroyKey erases the key bytes of one version, or of all versions
+	// DestroyKey erases the key bytes of one version, or of the whole key
 	// (crypto-shredding). The metadata stays as a tombstone, so the key id
 	// cannot be reused by mistake. Irreversible: models encrypted with a
-	// destroyed version can never be decrypted again. Destroying a destroyed
-	// version succeeds and changes nothing.
+	// destroyed version can never be decrypted again. Destroying something
+	// destroyed succeeds and changes nothing.
 	//
 	// Who may call: admin. Errors: INVALID_ARGUMENT, NOT_FOUND.
 	DestroyKey(ctx context.Context, in *DestroyKeyRequest, opts ...grpc.CallOption) (*DestroyKeyResponse, error)
@@ -345,20 +348,23 @@ type AdminServiceServer interface {
 	//
 	// Who may call: admin. Errors: INVALID_ARGUMENT, ALREADY_EXISTS.
 	CreateKey(context.Context, *CreateKeyRequest) (*CreateKeyResponse, error)
-	// ImportKey creates a key whose version 1 holds key bytes the caller
-	// supplies (for example a key models were already encrypted with). The
+	// ImportKey stores key bytes the caller supplies (for example a key
+	// models were already encrypted with): either as version 1 of a new key,
+	// or, with new_version, as a new primary version of an existing key. The
 	// bytes travel only inside the mTLS connection, are never logged, and are
 	// stored encrypted under the key-encryption key.
 	//
 	// Who may call: admin. Errors: INVALID_ARGUMENT (wrong length for the
-	// algorithm), ALREADY_EXISTS.
+	// algorithm), ALREADY_EXISTS (new key whose id exists), NOT_FOUND
+	// (new_version for a missing key), FAILED_PRECONDITION (new_version for a
+	// destroyed key, or the key has the maximum number of versions).
 	ImportKey(context.Context, *ImportKeyRequest) (*ImportKeyResponse, error)
 	// RotateKey adds a new server-generated version to a key and makes it
 	// primary. Older versions keep their state, so models encrypted with them
 	// stay decryptable until those versions are disabled or destroyed.
 	//
-	// Who may call: admin. Errors: NOT_FOUND, FAILED_PRECONDITION (every
-	// version is destroyed: the key is a tombstone).
+	// Who may call: admin. Errors: NOT_FOUND, FAILED_PRECONDITION (the key is
+	// destroyed, or has the maximum number of versions).
 	RotateKey(context.Context, *RotateKeyRequest) (*RotateKeyResponse, error)
 	// GetKey returns a key's metadata and versions.
 	//
@@ -370,26 +376,26 @@ type AdminServiceServer interface {
 	// Who may call: admin, auditor. Errors: INVALID_ARGUMENT (bad page token
 	// or negative page size).
 	ListKeys(context.Context, *ListKeysRequest) (*ListKeysResponse, error)
-	// DisableKey disables one version of a key, or all of them. A disabled
-	// version is kept but neither released nor exported. Disabling a
-	// disabled version succeeds and changes nothing.
+	// DisableKey disables one version of a key, or the whole key (see
+	// KeyState). Nothing disabled is released or exported, but it is kept.
+	// Disabling something disabled succeeds and changes nothing.
 	//
 	// Who may call: admin. Errors: INVALID_ARGUMENT (neither or both of
-	// version and all_versions), NOT_FOUND, FAILED_PRECONDITION (the version
-	// is destroyed).
+	// version and whole_key), NOT_FOUND, FAILED_PRECONDITION (the version or
+	// key is destroyed).
 	DisableKey(context.Context, *DisableKeyRequest) (*DisableKeyResponse, error)
-	// EnableKey enables one disabled version of a key, or every disabled
-	// version. Enabling an enabled version succeeds and changes nothing.
+	// EnableKey enables one disabled version of a key, or the whole key
+	// (which leaves its versions' own states as they were). Enabling
+	// something enabled succeeds and changes nothing.
 	//
 	// Who may call: admin. Errors: INVALID_ARGUMENT, NOT_FOUND,
-	// FAILED_PRECONDITION (the named version is destroyed; with all_versions,
-	// destroyed versions are skipped).
+	// FAILED_PRECONDITION (the version or key is destroyed).
 	EnableKey(context.Context, *EnableKeyRequest) (*EnableKeyResponse, error)
-	// DestroyKey erases the key bytes of one version, or of all versions
+	// DestroyKey erases the key bytes of one version, or of the whole key
 	// (crypto-shredding). The metadata stays as a tombstone, so the key id
 	// cannot be reused by mistake. Irreversible: models encrypted with a
-	// destroyed version can never be decrypted again. Destroying a destroyed
-	// version succeeds and changes nothing.
+	// destroyed version can never be decrypted again. Destroying something
+	// destroyed succeeds and changes nothing.
 	//
 	// Who may call: admin. Errors: INVALID_ARGUMENT, NOT_FOUND.
 	DestroyKey(context.Context, *DestroyKeyRequest) (*DestroyKeyResponse, error)

@@ -2,8 +2,8 @@
 //
 // Conventions used throughout package cml.kbs.v1:
 //
-// - Key ids are 1 to 128 ASCII characters from [A-Za-z0-9._-], starting
-//   with a letter or digit (for example "llama-3-8b").
+// - Key ids are 1 to 128 ASCII characters from [A-Za-z0-9._-] (for
+//   example "llama-3-8b"), the same syntax as in encrypted model headers.
 // - Key versions are numbered from 1; in a request, version 0 means "the
 //   primary version" where the field says so.
 // - Policy versions are numbered from 1 per key; 0 means "no policy".
@@ -251,13 +251,77 @@ func (KeyAlgorithm) EnumDescriptor() ([]byte, []int) {
 	return file_cml_kbs_v1_types_proto_rawDescGZIP(), []int{3}
 }
 
+// KeyState is the lifecycle state of a key as a whole. It overrides the
+// states of the key's versions: nothing of a disabled key is released or
+// exported, whatever its versions' states, and enabling the key restores
+// them as they were.
+type KeyState int32
+
+const (
+	// Not set. Never returned by the server.
+	KeyState_KEY_STATE_UNSPECIFIED KeyState = 0
+	// The key's enabled versions can be released (subject to policy) and
+	// exported.
+	KeyState_KEY_STATE_ENABLED KeyState = 1
+	// The key is kept but none of its versions can be released or exported
+	// until the key is enabled again.
+	KeyState_KEY_STATE_DISABLED KeyState = 2
+	// Every version's key bytes were erased; only the metadata remains as a
+	// tombstone, so the key id is never reused. Final.
+	KeyState_KEY_STATE_DESTROYED KeyState = 3
+)
+
+// Enum value maps for KeyState.
+var (
+	KeyState_name = map[int32]string{
+		0: "KEY_STATE_UNSPECIFIED",
+		1: "KEY_STATE_ENABLED",
+		2: "KEY_STATE_DISABLED",
+		3: "KEY_STATE_DESTROYED",
+	}
+	KeyState_value = map[string]int32{
+		"KEY_STATE_UNSPECIFIED": 0,
+		"KEY_STATE_ENABLED":     1,
+		"KEY_STATE_DISABLED":    2,
+		"KEY_STATE_DESTROYED":   3,
+	}
+)
+
+func (x KeyState) Enum() *KeyState {
+	p := new(KeyState)
+	*p = x
+	return p
+}
+
+func (x KeyState) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (KeyState) Descriptor() protoreflect.EnumDescriptor {
+	return file_cml_kbs_v1_types_proto_enumTypes[4].Descriptor()
+}
+
+func (KeyState) Type() protoreflect.EnumType {
+	return &file_cml_kbs_v1_types_proto_enumTypes[4]
+}
+
+func (x KeyState) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use KeyState.Descriptor instead.
+func (KeyState) EnumDescriptor() ([]byte, []int) {
+	return file_cml_kbs_v1_types_proto_rawDescGZIP(), []int{4}
+}
+
 // KeyVersionState is the lifecycle state of one key version.
 type KeyVersionState int32
 
 const (
 	// Not set. Never returned by the server.
 	KeyVersionState_KEY_VERSION_STATE_UNSPECIFIED KeyVersionState = 0
-	// The version can be released (subject to policy) and exported.
+	// The version can be released (subject to policy) and exported, if the
+	// key is enabled too.
 	KeyVersionState_KEY_VERSION_STATE_ENABLED KeyVersionState = 1
 	// The version is kept but cannot be released or exported until enabled
 	// again.
@@ -294,11 +358,11 @@ func (x KeyVersionState) String() string {
 }
 
 func (KeyVersionState) Descriptor() protoreflect.EnumDescriptor {
-	return file_cml_kbs_v1_types_proto_enumTypes[4].Descriptor()
+	return file_cml_kbs_v1_types_proto_enumTypes[5].Descriptor()
 }
 
 func (KeyVersionState) Type() protoreflect.EnumType {
-	return &file_cml_kbs_v1_types_proto_enumTypes[4]
+	return &file_cml_kbs_v1_types_proto_enumTypes[5]
 }
 
 func (x KeyVersionState) Number() protoreflect.EnumNumber {
@@ -307,7 +371,7 @@ func (x KeyVersionState) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use KeyVersionState.Descriptor instead.
 func (KeyVersionState) EnumDescriptor() ([]byte, []int) {
-	return file_cml_kbs_v1_types_proto_rawDescGZIP(), []int{4}
+	return file_cml_kbs_v1_types_proto_rawDescGZIP(), []int{5}
 }
 
 // KeyOrigin says where a key version's bytes came from.
@@ -348,11 +412,11 @@ func (x KeyOrigin) String() string {
 }
 
 func (KeyOrigin) Descriptor() protoreflect.EnumDescriptor {
-	return file_cml_kbs_v1_types_proto_enumTypes[5].Descriptor()
+	return file_cml_kbs_v1_types_proto_enumTypes[6].Descriptor()
 }
 
 func (KeyOrigin) Type() protoreflect.EnumType {
-	return &file_cml_kbs_v1_types_proto_enumTypes[5]
+	return &file_cml_kbs_v1_types_proto_enumTypes[6]
 }
 
 func (x KeyOrigin) Number() protoreflect.EnumNumber {
@@ -361,7 +425,7 @@ func (x KeyOrigin) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use KeyOrigin.Descriptor instead.
 func (KeyOrigin) EnumDescriptor() ([]byte, []int) {
-	return file_cml_kbs_v1_types_proto_rawDescGZIP(), []int{5}
+	return file_cml_kbs_v1_types_proto_rawDescGZIP(), []int{6}
 }
 
 // Decision is the outcome of an access decision, recorded in the audit log
@@ -403,11 +467,11 @@ func (x Decision) String() string {
 }
 
 func (Decision) Descriptor() protoreflect.EnumDescriptor {
-	return file_cml_kbs_v1_types_proto_enumTypes[6].Descriptor()
+	return file_cml_kbs_v1_types_proto_enumTypes[7].Descriptor()
 }
 
 func (Decision) Type() protoreflect.EnumType {
-	return &file_cml_kbs_v1_types_proto_enumTypes[6]
+	return &file_cml_kbs_v1_types_proto_enumTypes[7]
 }
 
 func (x Decision) Number() protoreflect.EnumNumber {
@@ -416,7 +480,7 @@ func (x Decision) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Decision.Descriptor instead.
 func (Decision) EnumDescriptor() ([]byte, []int) {
-	return file_cml_kbs_v1_types_proto_rawDescGZIP(), []int{6}
+	return file_cml_kbs_v1_types_proto_rawDescGZIP(), []int{7}
 }
 
 // SealedKey is a key encrypted with HPKE (RFC 9180, base mode, single-shot)
@@ -511,7 +575,8 @@ func (x *SealedKey) GetCiphertext() []byte {
 // bytes.
 type KeyVersion struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Version number, from 1, incremented by each rotation.
+	// Version number, from 1, incremented by each rotation or imported
+	// version.
 	Version uint32 `protobuf:"varint,1,opt,name=version,proto3" json:"version,omitempty"`
 	// Lifecycle state.
 	State KeyVersionState `protobuf:"varint,2,opt,name=state,proto3,enum=cml.kbs.v1.KeyVersionState" json:"state,omitempty"`
@@ -599,8 +664,11 @@ type KeyMetadata struct {
 	KeyId string `protobuf:"bytes,1,opt,name=key_id,json=keyId,proto3" json:"key_id,omitempty"`
 	// What the key's bytes are; the same for every version.
 	Algorithm KeyAlgorithm `protobuf:"varint,2,opt,name=algorithm,proto3,enum=cml.kbs.v1.KeyAlgorithm" json:"algorithm,omitempty"`
+	// State of the key as a whole (see KeyState); a version can be released
+	// only if both the key and the version are enabled.
+	State KeyState `protobuf:"varint,10,opt,name=state,proto3,enum=cml.kbs.v1.KeyState" json:"state,omitempty"`
 	// The version released when a request names version 0 and used to encrypt
-	// new models. Rotation makes the new version primary.
+	// new models: the last version added (by RotateKey or ImportKey).
 	PrimaryVersion uint32 `protobuf:"varint,3,opt,name=primary_version,json=primaryVersion,proto3" json:"primary_version,omitempty"`
 	// Every version ever created, including disabled and destroyed ones,
 	// ordered by version number ascending.
@@ -610,14 +678,17 @@ type KeyMetadata struct {
 	// Labels for grouping and search: at most 64 entries; keys are 1 to 63
 	// characters from [a-z0-9._/-], values at most 256 bytes of UTF-8.
 	Labels map[string]string `protobuf:"bytes,6,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	// Version of the key's current release policy, or 0 if no policy was ever
-	// put (then every release is denied).
+	// Version of the key's current (latest) release policy, or 0 if no policy
+	// was ever put (then every release is denied).
 	PolicyVersion uint32 `protobuf:"varint,7,opt,name=policy_version,json=policyVersion,proto3" json:"policy_version,omitempty"`
 	// When the key (its version 1) was created.
 	CreateTime *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
 	// When the key's metadata, a version's state or its primary version last
 	// changed.
-	UpdateTime    *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
+	UpdateTime *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
+	// When the whole key was destroyed; unset unless state is
+	// KEY_STATE_DESTROYED.
+	DestroyTime   *timestamppb.Timestamp `protobuf:"bytes,11,opt,name=destroy_time,json=destroyTime,proto3" json:"destroy_time,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -666,6 +737,13 @@ func (x *KeyMetadata) GetAlgorithm() KeyAlgorithm {
 	return KeyAlgorithm_KEY_ALGORITHM_UNSPECIFIED
 }
 
+func (x *KeyMetadata) GetState() KeyState {
+	if x != nil {
+		return x.State
+	}
+	return KeyState_KEY_STATE_UNSPECIFIED
+}
+
 func (x *KeyMetadata) GetPrimaryVersion() uint32 {
 	if x != nil {
 		return x.PrimaryVersion
@@ -711,6 +789,13 @@ func (x *KeyMetadata) GetCreateTime() *timestamppb.Timestamp {
 func (x *KeyMetadata) GetUpdateTime() *timestamppb.Timestamp {
 	if x != nil {
 		return x.UpdateTime
+	}
+	return nil
+}
+
+func (x *KeyMetadata) GetDestroyTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.DestroyTime
 	}
 	return nil
 }
@@ -1545,10 +1630,12 @@ const file_cml_kbs_v1_types_proto_rawDesc = "" +
 	"\vcreate_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"createTime\x12;\n" +
 	"\vupdate_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"updateTime\"\xf4\x03\n" +
+	"updateTime\"\xdf\x04\n" +
 	"\vKeyMetadata\x12\x15\n" +
 	"\x06key_id\x18\x01 \x01(\tR\x05keyId\x126\n" +
-	"\talgorithm\x18\x02 \x01(\x0e2\x18.cml.kbs.v1.KeyAlgorithmR\talgorithm\x12'\n" +
+	"\talgorithm\x18\x02 \x01(\x0e2\x18.cml.kbs.v1.KeyAlgorithmR\talgorithm\x12*\n" +
+	"\x05state\x18\n" +
+	" \x01(\x0e2\x14.cml.kbs.v1.KeyStateR\x05state\x12'\n" +
 	"\x0fprimary_version\x18\x03 \x01(\rR\x0eprimaryVersion\x122\n" +
 	"\bversions\x18\x04 \x03(\v2\x16.cml.kbs.v1.KeyVersionR\bversions\x12 \n" +
 	"\vdescription\x18\x05 \x01(\tR\vdescription\x12;\n" +
@@ -1557,7 +1644,8 @@ const file_cml_kbs_v1_types_proto_rawDesc = "" +
 	"\vcreate_time\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"createTime\x12;\n" +
 	"\vupdate_time\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"updateTime\x1a9\n" +
+	"updateTime\x12=\n" +
+	"\fdestroy_time\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\vdestroyTime\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x91\x05\n" +
@@ -1662,7 +1750,12 @@ const file_cml_kbs_v1_types_proto_rawDesc = "" +
 	"\x15HPKE_AEAD_AES_256_GCM\x10\x02*L\n" +
 	"\fKeyAlgorithm\x12\x1d\n" +
 	"\x19KEY_ALGORITHM_UNSPECIFIED\x10\x00\x12\x1d\n" +
-	"\x19KEY_ALGORITHM_AES_256_GCM\x10\x01*\x94\x01\n" +
+	"\x19KEY_ALGORITHM_AES_256_GCM\x10\x01*m\n" +
+	"\bKeyState\x12\x19\n" +
+	"\x15KEY_STATE_UNSPECIFIED\x10\x00\x12\x15\n" +
+	"\x11KEY_STATE_ENABLED\x10\x01\x12\x16\n" +
+	"\x12KEY_STATE_DISABLED\x10\x02\x12\x17\n" +
+	"\x13KEY_STATE_DESTROYED\x10\x03*\x94\x01\n" +
 	"\x0fKeyVersionState\x12!\n" +
 	"\x1dKEY_VERSION_STATE_UNSPECIFIED\x10\x00\x12\x1d\n" +
 	"\x19KEY_VERSION_STATE_ENABLED\x10\x01\x12\x1e\n" +
@@ -1689,53 +1782,56 @@ func file_cml_kbs_v1_types_proto_rawDescGZIP() []byte {
 	return file_cml_kbs_v1_types_proto_rawDescData
 }
 
-var file_cml_kbs_v1_types_proto_enumTypes = make([]protoimpl.EnumInfo, 7)
+var file_cml_kbs_v1_types_proto_enumTypes = make([]protoimpl.EnumInfo, 8)
 var file_cml_kbs_v1_types_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
 var file_cml_kbs_v1_types_proto_goTypes = []any{
 	(HpkeKem)(0),                  // 0: cml.kbs.v1.HpkeKem
 	(HpkeKdf)(0),                  // 1: cml.kbs.v1.HpkeKdf
 	(HpkeAead)(0),                 // 2: cml.kbs.v1.HpkeAead
 	(KeyAlgorithm)(0),             // 3: cml.kbs.v1.KeyAlgorithm
-	(KeyVersionState)(0),          // 4: cml.kbs.v1.KeyVersionState
-	(KeyOrigin)(0),                // 5: cml.kbs.v1.KeyOrigin
-	(Decision)(0),                 // 6: cml.kbs.v1.Decision
-	(*SealedKey)(nil),             // 7: cml.kbs.v1.SealedKey
-	(*KeyVersion)(nil),            // 8: cml.kbs.v1.KeyVersion
-	(*KeyMetadata)(nil),           // 9: cml.kbs.v1.KeyMetadata
-	(*Policy)(nil),                // 10: cml.kbs.v1.Policy
-	(*TdClaims)(nil),              // 11: cml.kbs.v1.TdClaims
-	(*PolicyCheck)(nil),           // 12: cml.kbs.v1.PolicyCheck
-	(*AuditRecord)(nil),           // 13: cml.kbs.v1.AuditRecord
-	(*ErrorDetail)(nil),           // 14: cml.kbs.v1.ErrorDetail
-	nil,                           // 15: cml.kbs.v1.KeyMetadata.LabelsEntry
-	nil,                           // 16: cml.kbs.v1.AuditRecord.MeasurementsEntry
-	nil,                           // 17: cml.kbs.v1.AuditRecord.DetailsEntry
-	(*timestamppb.Timestamp)(nil), // 18: google.protobuf.Timestamp
+	(KeyState)(0),                 // 4: cml.kbs.v1.KeyState
+	(KeyVersionState)(0),          // 5: cml.kbs.v1.KeyVersionState
+	(KeyOrigin)(0),                // 6: cml.kbs.v1.KeyOrigin
+	(Decision)(0),                 // 7: cml.kbs.v1.Decision
+	(*SealedKey)(nil),             // 8: cml.kbs.v1.SealedKey
+	(*KeyVersion)(nil),            // 9: cml.kbs.v1.KeyVersion
+	(*KeyMetadata)(nil),           // 10: cml.kbs.v1.KeyMetadata
+	(*Policy)(nil),                // 11: cml.kbs.v1.Policy
+	(*TdClaims)(nil),              // 12: cml.kbs.v1.TdClaims
+	(*PolicyCheck)(nil),           // 13: cml.kbs.v1.PolicyCheck
+	(*AuditRecord)(nil),           // 14: cml.kbs.v1.AuditRecord
+	(*ErrorDetail)(nil),           // 15: cml.kbs.v1.ErrorDetail
+	nil,                           // 16: cml.kbs.v1.KeyMetadata.LabelsEntry
+	nil,                           // 17: cml.kbs.v1.AuditRecord.MeasurementsEntry
+	nil,                           // 18: cml.kbs.v1.AuditRecord.DetailsEntry
+	(*timestamppb.Timestamp)(nil), // 19: google.protobuf.Timestamp
 }
 var file_cml_kbs_v1_types_proto_depIdxs = []int32{
 	0,  // 0: cml.kbs.v1.SealedKey.kem_id:type_name -> cml.kbs.v1.HpkeKem
 	1,  // 1: cml.kbs.v1.SealedKey.kdf_id:type_name -> cml.kbs.v1.HpkeKdf
 	2,  // 2: cml.kbs.v1.SealedKey.aead_id:type_name -> cml.kbs.v1.HpkeAead
-	4,  // 3: cml.kbs.v1.KeyVersion.state:type_name -> cml.kbs.v1.KeyVersionState
-	5,  // 4: cml.kbs.v1.KeyVersion.origin:type_name -> cml.kbs.v1.KeyOrigin
-	18, // 5: cml.kbs.v1.KeyVersion.create_time:type_name -> google.protobuf.Timestamp
-	18, // 6: cml.kbs.v1.KeyVersion.update_time:type_name -> google.protobuf.Timestamp
+	5,  // 3: cml.kbs.v1.KeyVersion.state:type_name -> cml.kbs.v1.KeyVersionState
+	6,  // 4: cml.kbs.v1.KeyVersion.origin:type_name -> cml.kbs.v1.KeyOrigin
+	19, // 5: cml.kbs.v1.KeyVersion.create_time:type_name -> google.protobuf.Timestamp
+	19, // 6: cml.kbs.v1.KeyVersion.update_time:type_name -> google.protobuf.Timestamp
 	3,  // 7: cml.kbs.v1.KeyMetadata.algorithm:type_name -> cml.kbs.v1.KeyAlgorithm
-	8,  // 8: cml.kbs.v1.KeyMetadata.versions:type_name -> cml.kbs.v1.KeyVersion
-	15, // 9: cml.kbs.v1.KeyMetadata.labels:type_name -> cml.kbs.v1.KeyMetadata.LabelsEntry
-	18, // 10: cml.kbs.v1.KeyMetadata.create_time:type_name -> google.protobuf.Timestamp
-	18, // 11: cml.kbs.v1.KeyMetadata.update_time:type_name -> google.protobuf.Timestamp
-	18, // 12: cml.kbs.v1.Policy.create_time:type_name -> google.protobuf.Timestamp
-	0,  // 13: cml.kbs.v1.Policy.allowed_kem_ids:type_name -> cml.kbs.v1.HpkeKem
-	18, // 14: cml.kbs.v1.AuditRecord.time:type_name -> google.protobuf.Timestamp
-	6,  // 15: cml.kbs.v1.AuditRecord.decision:type_name -> cml.kbs.v1.Decision
-	16, // 16: cml.kbs.v1.AuditRecord.measurements:type_name -> cml.kbs.v1.AuditRecord.MeasurementsEntry
-	17, // 17: cml.kbs.v1.AuditRecord.details:type_name -> cml.kbs.v1.AuditRecord.DetailsEntry
-	18, // [18:18] is the sub-list for method output_type
-	18, // [18:18] is the sub-list for method input_type
-	18, // [18:18] is the sub-list for extension type_name
-	18, // [18:18] is the sub-list for extension extendee
-	0,  // [0:18] is the sub-list for field type_name
+	4,  // 8: cml.kbs.v1.KeyMetadata.state:type_name -> cml.kbs.v1.KeyState
+	9,  // 9: cml.kbs.v1.KeyMetadata.versions:type_name -> cml.kbs.v1.KeyVersion
+	16, // 10: cml.kbs.v1.KeyMetadata.labels:type_name -> cml.kbs.v1.KeyMetadata.LabelsEntry
+	19, // 11: cml.kbs.v1.KeyMetadata.create_time:type_name -> google.protobuf.Timestamp
+	19, // 12: cml.kbs.v1.KeyMetadata.update_time:type_name -> google.protobuf.Timestamp
+	19, // 13: cml.kbs.v1.KeyMetadata.destroy_time:type_name -> google.protobuf.Timestamp
+	19, // 14: cml.kbs.v1.Policy.create_time:type_name -> google.protobuf.Timestamp
+	0,  // 15: cml.kbs.v1.Policy.allowed_kem_ids:type_name -> cml.kbs.v1.HpkeKem
+	19, // 16: cml.kbs.v1.AuditRecord.time:type_name -> google.protobuf.Timestamp
+	7,  // 17: cml.kbs.v1.AuditRecord.decision:type_name -> cml.kbs.v1.Decision
+	17, // 18: cml.kbs.v1.AuditRecord.measurements:type_name -> cml.kbs.v1.AuditRecord.MeasurementsEntry
+	18, // 19: cml.kbs.v1.AuditRecord.details:type_name -> cml.kbs.v1.AuditRecord.DetailsEntry
+	20, // [20:20] is the sub-list for method output_type
+	20, // [20:20] is the sub-list for method input_type
+	20, // [20:20] is the sub-list for extension type_name
+	20, // [20:20] is the sub-list for extension extendee
+	0,  // [0:20] is the sub-list for field type_name
 }
 
 func init() { file_cml_kbs_v1_types_proto_init() }
@@ -1748,7 +1844,7 @@ func file_cml_kbs_v1_types_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_cml_kbs_v1_types_proto_rawDesc), len(file_cml_kbs_v1_types_proto_rawDesc)),
-			NumEnums:      7,
+			NumEnums:      8,
 			NumMessages:   11,
 			NumExtensions: 0,
 			NumServices:   0,
