@@ -31,7 +31,7 @@ const formatV1 = "cml-keystore/1"
 // Defaults for Options.
 const (
 	DefaultLockTimeout = time.Second
-	DefaultBatchDelay  = 2 * time.Millisecond
+	DefaultBatchDelay  = time.Millisecond
 )
 
 // Sentinel errors. Every error the Store returns for one of these cases wraps
@@ -81,7 +81,9 @@ type Options struct {
 	// DefaultLockTimeout.
 	LockTimeout time.Duration
 	// BatchDelay is how long a write waits for others to share its commit
-	// (bbolt MaxBatchDelay); 0 means DefaultBatchDelay.
+	// (bbolt MaxBatchDelay); 0 means DefaultBatchDelay. About one fsync's
+	// duration is best: shorter splits concurrent writers over more commits,
+	// longer only adds latency (see docs/keystore.md for measurements).
 	BatchDelay time.Duration
 }
 
