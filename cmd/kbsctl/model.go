@@ -154,7 +154,7 @@ func explainModelError(op, path string, err error) error {
 	refused := true
 	switch {
 	case errors.Is(err, emdl.ErrWrongKey):
-		hint = "pass the --key-file of the key the model was encrypted with ('kbsctl model inspect DIR' shows its id and version)"
+		hint = "pass the right --key-file ('kbsctl model inspect DIR' shows the key id and version the model needs)"
 	case errors.Is(err, emdl.ErrKeyMismatch):
 		hint = "check --key-id and --key-version against 'kbsctl model inspect DIR'"
 	case errors.Is(err, emdl.ErrTampered):

@@ -65,7 +65,7 @@ func TestModelDecryptWrongKey(t *testing.T) {
 	}
 	if !strings.HasPrefix(r.stderr, "kbsctl: decrypt "+enc+": ") ||
 		!strings.Contains(r.stderr, `key "llama" version 2`) ||
-		!strings.Contains(r.stderr, "; pass the --key-file of the key the model was encrypted with") {
+		!strings.Contains(r.stderr, "; pass the right --key-file") {
 		t.Errorf("wrong key message: %q", r.stderr)
 	}
 	mustNotExist(t, out)
