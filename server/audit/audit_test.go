@@ -214,9 +214,8 @@ func TestDecodeRejectsNonCanonical(t *testing.T) {
 	e := Entry{Operation: "x", Decision: Allow}
 	r := Record{Seq: 1, Time: t0, Entry: e}
 	base, _ := r.Encode()
-	// Replace the empty measurements map (after two empty digests) with an unsorted one.
-	tail := 4 + 4 + 4 + 1 + 4 // measurements count, digests before it, simulated, details count
-	_ = tail
+	// Replace the empty measurements map, simulated byte and details map
+	// (the last 4+1+4 bytes) with an unsorted map and the same tail.
 	unsorted := bytes.Clone(base[:len(base)-(4+1+4)])
 	unsorted = binary.BigEndian.AppendUint32(unsorted, 2)
 	for _, kv := range [][2]string{{"b", "00"}, {"a", "00"}} {
