@@ -1,9 +1,3 @@
-// Command kbsctl is the admin CLI of the Confidential Model Loader: it
-// generates model keys and encrypts, decrypts and inspects models (and, in
-// later releases, manages keys, policies and the audit log of a kbs).
-//
-// main only wires the process to run; see cli.go for the command tree and
-// docs/kbsctl.md for the user documentation.
 package main
 
 import (
