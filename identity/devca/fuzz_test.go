@@ -1,7 +1,9 @@
 package devca
 
 import (
+	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -67,4 +69,31 @@ func FuzzValidateName(f *testing.F) {
 			t.Fatalf("name %q: cert file %q could collide with a key file", name, certFile)
 		}
 	})
+}
+
+// TestFuzzSeedsAccepted keeps the "valid*" seeds of FuzzLoad loadable, so
+// the fuzzer reaches the issuing checks.
+func TestFuzzSeedsAccepted(t *testing.T) {
+	for _, name := range []string{"valid", "valid-name-constrained"} {
+		data, err := os.ReadFile("testdata/fuzz/FuzzLoad/" + name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		lines := strings.Split(strings.TrimSpace(string(data)), "\n")
+		var args [][]byte
+		for _, l := range lines[1:] {
+			s, err := strconv.Unquote(strings.TrimSuffix(strings.TrimPrefix(l, "[]byte("), ")"))
+			if err != nil {
+				t.Fatalf("%s: %v", name, err)
+			}
+			args = append(args, []byte(s))
+		}
+		ca, err := Load(args[0], args[1], Options{Now: func() time.Time { return fuzzNow }})
+		if err != nil {
+			t.Fatalf("seed %s: %v", name, err)
+		}
+		if _, err := ca.Issue(spiffeid.RequireFromPath(ca.TrustDomain(), "/x"), time.Hour); err != nil {
+			t.Fatalf("seed %s cannot issue at fuzzNow: %v", name, err)
+		}
+	}
 }
