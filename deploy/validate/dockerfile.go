@@ -31,8 +31,8 @@ func ParseDockerfile(data []byte) ([]Instruction, error) {
 		if cur.Len() == 0 && (t == "" || strings.HasPrefix(t, "#")) {
 			continue
 		}
-		if cur.Len() > 0 && strings.HasPrefix(t, "#") {
-			continue // comment lines inside a continuation are ignored
+		if cur.Len() > 0 && (t == "" || strings.HasPrefix(t, "#")) {
+			continue // blank and comment lines inside a continuation are ignored
 		}
 		if cur.Len() == 0 {
 			start = i + 1
