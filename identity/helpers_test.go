@@ -34,7 +34,7 @@ var (
 
 // newCA returns a dev CA whose validity started a day ago, so tests can
 // issue SVIDs that already expired.
-func newCA(t *testing.T, trustDomain string) *devca.CA {
+func newCA(t testing.TB, trustDomain string) *devca.CA {
 	t.Helper()
 	ca, err := devca.New(spiffeid.RequireTrustDomainFromString(trustDomain), devca.Options{
 		Now: func() time.Time { return time.Now().Add(-24 * time.Hour) },
@@ -46,7 +46,7 @@ func newCA(t *testing.T, trustDomain string) *devca.CA {
 }
 
 // issue makes an SVID valid from now-1m for an hour.
-func issue(t *testing.T, ca *devca.CA, id spiffeid.ID) *x509svid.SVID {
+func issue(t testing.TB, ca *devca.CA, id spiffeid.ID) *x509svid.SVID {
 	t.Helper()
 	now := time.Now()
 	svid, err := ca.IssueValidity(id, now.Add(-time.Minute), now.Add(time.Hour))
@@ -56,7 +56,7 @@ func issue(t *testing.T, ca *devca.CA, id spiffeid.ID) *x509svid.SVID {
 	return svid
 }
 
-func staticSource(t *testing.T, ca *devca.CA, id spiffeid.ID) identity.Source {
+func staticSource(t testing.TB, ca *devca.CA, id spiffeid.ID) identity.Source {
 	t.Helper()
 	return identity.NewStaticSource(issue(t, ca, id), ca.Bundle())
 }
@@ -160,7 +160,7 @@ func clientCreds(t *testing.T, src identity.Source, server spiffeid.ID) credenti
 // side's error. In TLS 1.3 the client finishes its handshake before the
 // server checked the client certificate, so the client also reads one byte
 // the server sends after a successful handshake.
-func rawHandshake(t *testing.T, serverCfg, clientCfg *tls.Config) (serverErr, clientErr error, state tls.ConnectionState) {
+func rawHandshake(t testing.TB, serverCfg, clientCfg *tls.Config) (serverErr, clientErr error, state tls.ConnectionState) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

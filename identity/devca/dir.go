@@ -20,6 +20,9 @@ const (
 	// 0600); AddSVID needs it.
 	CAKeyFile = "ca-key.pem"
 
+	// DefaultSVIDTTL is the SVID lifetime kbsctl dev certs uses by default.
+	DefaultSVIDTTL = 24 * time.Hour
+
 	// maxNameLen bounds a name so file names stay well below NAME_MAX.
 	maxNameLen = 200
 )
@@ -102,19 +105,50 @@ func (ca *CA) WriteDir(dir string, names []string, ttl time.Duration) ([]string,
 		{name: BundleFile, data: certPEM, perm: 0o644},
 		{name: CAKeyFile, data: keyPEM, perm: 0o600},
 	}
-	seen := make(map[string]bool, len(names))
-	for _, name := range names {
-		if seen[name] {
-			return nil, fmt.Errorf("devca: identity name %q given twice", name)
-		}
-		seen[name] = true
-		_, more, err := ca.svidFiles(name, ttl)
-		if err != nil {
-			return nil, err
-		}
-		files = append(files, more...)
+	more, err := ca.svidFileSet(names, ttl)
+	if err != nil {
+		return nil, err
+	}
+	return writeFiles(dir, append(files, more...))
+}
+
+// WriteSVIDs writes one SVID per name to dir, all or none, refusing to
+// overwrite. It returns the paths written.
+func (ca *CA) WriteSVIDs(dir string, names []string, ttl time.Duration) ([]string, error) {
+	files, err := ca.svidFileSet(names, ttl)
+	if err != nil {
+		return nil, err
 	}
 	return writeFiles(dir, files)
+}
+
+// WriteOrExtendDir is what `kbsctl dev certs DIR --trust-domain TD --id …`
+// runs: if dir holds no ca.pem yet it is WriteDir; otherwise the SVIDs are
+// issued by the CA already in dir (ca.pem, ca-key.pem), and td, unless zero,
+// must be that CA's trust domain. Either way nothing is overwritten and, on
+// error, nothing is written. It returns the paths written.
+func WriteOrExtendDir(dir string, td spiffeid.TrustDomain, names []string, ttl time.Duration) ([]string, error) {
+	_, err := os.Lstat(filepath.Join(dir, BundleFile))
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		if td.IsZero() {
+			return nil, fmt.Errorf("devca: %s holds no CA yet: a trust domain is required", dir)
+		}
+		return WriteDir(dir, td, names, ttl)
+	case err != nil:
+		return nil, fmt.Errorf("devca: %w", err)
+	}
+	ca, err := LoadDir(dir, Options{})
+	if err != nil {
+		return nil, err
+	}
+	if !td.IsZero() && td != ca.TrustDomain() {
+		return nil, fmt.Errorf("devca: the CA in %s is for trust domain %s, not %s", dir, ca.TrustDomain(), td)
+	}
+	if len(names) == 0 {
+		return nil, fmt.Errorf("devca: %s already holds a CA and no identity names were given", dir)
+	}
+	return ca.WriteSVIDs(dir, names, ttl)
 }
 
 // LoadDir loads the CA that WriteDir wrote to dir.
@@ -153,6 +187,23 @@ func (ca *CA) WriteSVID(dir, name string, ttl time.Duration) (spiffeid.ID, []str
 		return spiffeid.ID{}, nil, err
 	}
 	return id, written, nil
+}
+
+func (ca *CA) svidFileSet(names []string, ttl time.Duration) ([]file, error) {
+	var files []file
+	seen := make(map[string]bool, len(names))
+	for _, name := range names {
+		if seen[name] {
+			return nil, fmt.Errorf("devca: identity name %q given twice", name)
+		}
+		seen[name] = true
+		_, more, err := ca.svidFiles(name, ttl)
+		if err != nil {
+			return nil, err
+		}
+		files = append(files, more...)
+	}
+	return files, nil
 }
 
 type file struct {

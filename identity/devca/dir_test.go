@@ -224,3 +224,57 @@ func keys(m map[string][]byte) []string {
 	slices.Sort(out)
 	return out
 }
+
+func TestWriteOrExtendDir(t *testing.T) {
+	dir := t.TempDir()
+	if _, err := WriteOrExtendDir(dir, spiffeid.TrustDomain{}, []string{"kbs"}, time.Hour); err == nil || !strings.Contains(err.Error(), "trust domain is required") {
+		t.Fatalf("new directory without a trust domain: %v", err)
+	}
+	written, err := WriteOrExtendDir(dir, td, []string{"kbs", "loader"}, time.Hour)
+	if err != nil || len(written) != 6 {
+		t.Fatalf("first run: %v, %v", written, err)
+	}
+	caBefore, _ := os.ReadFile(filepath.Join(dir, BundleFile))
+
+	// Second run: same CA, only the new SVIDs, trust domain optional.
+	written, err = WriteOrExtendDir(dir, spiffeid.TrustDomain{}, []string{"intruder", "ns/x"}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, p := range written {
+		got = append(got, filepath.Base(p))
+	}
+	if !slices.Equal(got, []string{"intruder.pem", "intruder-key.pem", "ns_x.pem", "ns_x-key.pem"}) {
+		t.Fatalf("second run wrote %v", got)
+	}
+	if caAfter, _ := os.ReadFile(filepath.Join(dir, BundleFile)); !bytes.Equal(caBefore, caAfter) {
+		t.Fatal("ca.pem changed")
+	}
+	bundle, _ := x509bundle.Load(td, filepath.Join(dir, BundleFile))
+	svid, err := x509svid.Load(filepath.Join(dir, "intruder.pem"), filepath.Join(dir, "intruder-key.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := x509svid.Verify(svid.Certificates, bundle); err != nil {
+		t.Fatalf("added SVID does not chain to ca.pem: %v", err)
+	}
+
+	before := snapshot(t, dir)
+	for _, tc := range []struct {
+		td    spiffeid.TrustDomain
+		names []string
+		want  string
+	}{
+		{spiffeid.RequireTrustDomainFromString("other.test"), []string{"x"}, "is for trust domain example.org, not other.test"},
+		{td, []string{"new", "kbs"}, "kbs.pem already exists"},
+		{td, nil, "no identity names were given"},
+	} {
+		if _, err := WriteOrExtendDir(dir, tc.td, tc.names, time.Hour); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("WriteOrExtendDir(%s, %v) = %v, want %q", tc.td, tc.names, err, tc.want)
+		}
+	}
+	if !equalSnapshots(before, snapshot(t, dir)) {
+		t.Fatal("a refused run changed the directory")
+	}
+}
