@@ -171,9 +171,9 @@ func openManifest(root *os.Root, key []byte, opts DecryptOptions) (*manifest, er
 	}
 	switch want := hlen + int(mh.bodyLen); {
 	case len(raw) < want:
-		return nil, newError(ManifestName, ErrTruncated, fmt.Sprintf("manifest is %d bytes, its header says %d", len(raw), want))
+		return nil, newError(ManifestName, ErrTruncated, fmt.Sprintf("truncated: %d bytes, its header says %d", len(raw), want))
 	case len(raw) > want:
-		return nil, newError(ManifestName, ErrExtended, fmt.Sprintf("manifest has data after its %d bytes", want))
+		return nil, newError(ManifestName, ErrExtended, fmt.Sprintf("extended: data after the %d bytes its header says", want))
 	}
 	if !keyCheckMatches(key, mh.salt[:], mh.keyCheck[:]) {
 		return nil, newError(ManifestName, ErrWrongKey, fmt.Sprintf("key check failed: not the key the model was encrypted with (key %q version %d), or the manifest's salt or key check was altered", mh.keyID, mh.keyVersion))
@@ -304,7 +304,7 @@ func (d *decryptor) file(e *engine, s *slot, ent *entry) error {
 	raw := make([]byte, fileHeaderSize(len(d.mh.keyID)))
 	if _, err := io.ReadFull(src, raw); err != nil {
 		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-			return newError(ent.path, ErrTruncated, "shorter than its header")
+			return newError(ent.path, ErrTruncated, "truncated: shorter than its header")
 		}
 		return &Error{Path: ent.path, Err: err, Reason: "reading header"}
 	}
@@ -334,9 +334,9 @@ func (d *decryptor) file(e *engine, s *slot, ent *entry) error {
 	}
 	switch want := h.encryptedSize(); {
 	case fi.Size() < want:
-		return newError(ent.path, ErrTruncated, fmt.Sprintf("%d bytes, %d expected", fi.Size(), want))
+		return newError(ent.path, ErrTruncated, fmt.Sprintf("truncated: %d bytes, its header says %d", fi.Size(), want))
 	case fi.Size() > want:
-		return newError(ent.path, ErrExtended, fmt.Sprintf("%d bytes, %d expected", fi.Size(), want))
+		return newError(ent.path, ErrExtended, fmt.Sprintf("extended: %d bytes, its header says %d", fi.Size(), want))
 	}
 
 	dst := d.single

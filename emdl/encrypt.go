@@ -12,6 +12,7 @@ import (
 	"path"
 	"path/filepath"
 	"sort"
+	"unicode/utf8"
 )
 
 // EncryptOptions configures Encrypt.
@@ -401,8 +402,13 @@ func writeFile(root *os.Root, name string, data []byte) error {
 // displayPath makes a path found on disk safe to print: a path that is not
 // a valid model path (control characters, invalid UTF-8, …) is quoted.
 func displayPath(p string) string {
-	if checkPath(p) != "" {
+	if !utf8.ValidString(p) {
 		return fmt.Sprintf("%q", p)
+	}
+	for _, r := range p {
+		if r < 0x20 || r == 0x7f {
+			return fmt.Sprintf("%q", p)
+		}
 	}
 	return p
 }

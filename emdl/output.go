@@ -82,13 +82,18 @@ func (p *partial) commit(replace bool) error {
 	}
 	var err error
 	if replace {
-		err = os.Rename(p.path, p.final)
+		// syscall.Rename, not os.Rename: os.Rename refuses any existing
+		// directory; rename(2) replaces an empty one atomically and fails
+		// if it is no longer empty.
+		if err = syscall.Rename(p.path, p.final); err != nil {
+			err = &os.LinkError{Op: "rename", Old: p.path, New: p.final, Err: err}
+		}
 	} else {
 		err = renameNoReplace(p.path, p.final)
 	}
 	if err != nil {
 		if errors.Is(err, fs.ErrExist) || errors.Is(err, syscall.ENOTEMPTY) || errors.Is(err, syscall.ENOTDIR) || errors.Is(err, syscall.EISDIR) {
-			return newError(p.final, ErrOutputExists, "output appeared while it was being written")
+			return &Error{Path: p.final, Err: ErrOutputExists, Reason: "output appeared while it was being written: " + err.Error()}
 		}
 		return &Error{Path: p.final, Err: err, Reason: "renaming output into place"}
 	}

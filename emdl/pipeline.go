@@ -264,7 +264,7 @@ func (e *engine) feedDecrypt(t *fileTask, src io.Reader, length, nchunks uint64,
 		if _, err := io.ReadFull(src, ct); err != nil {
 			s.free <- j
 			if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-				return newError(t.path, ErrTruncated, fmt.Sprintf("chunk %d is truncated", i))
+				return newError(t.path, ErrTruncated, fmt.Sprintf("truncated: chunk %d is incomplete", i))
 			}
 			return &Error{Path: t.path, Err: err, Reason: fmt.Sprintf("reading chunk %d", i)}
 		}
@@ -277,7 +277,7 @@ func (e *engine) feedDecrypt(t *fileTask, src io.Reader, length, nchunks uint64,
 	// The size was checked before; this catches a file growing meanwhile.
 	var one [1]byte
 	if n, _ := src.Read(one[:]); n > 0 {
-		return newError(t.path, ErrExtended, "data after the last chunk")
+		return newError(t.path, ErrExtended, "extended: data after the last chunk")
 	}
 	return nil
 }
