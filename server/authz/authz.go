@@ -13,8 +13,8 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 
-	kbsv1 "github.com/cml-project/cml/proto/cml/kbs/v1"
 	"github.com/cml-project/cml/identity"
+	kbsv1 "github.com/cml-project/cml/proto/cml/kbs/v1"
 	"github.com/cml-project/cml/server/audit"
 	"github.com/cml-project/cml/server/policy"
 	"github.com/cml-project/cml/server/rpcstatus"

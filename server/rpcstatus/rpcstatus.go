@@ -14,8 +14,8 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
-	kbsv1 "github.com/cml-project/cml/proto/cml/kbs/v1"
 	"github.com/cml-project/cml/identity"
+	kbsv1 "github.com/cml-project/cml/proto/cml/kbs/v1"
 	"github.com/cml-project/cml/server/policy"
 	"github.com/cml-project/cml/server/store"
 )
