@@ -36,10 +36,18 @@ const (
 	pckCRLURL  = simHost + "/sgx/certification/v4/pckcrl?ca=platform&encoding=der"
 )
 
+// simOU marks every simulator certificate. go-tdx-guest checks only the
+// common names, so the simulator's chain verifies; but no simulator name
+// equals an Intel name, so a simulator certificate is recognisable at a
+// glance, and certificate path building never tries Intel's root for a
+// simulator certificate (or the reverse).
+const simOU = "TDX simulator - development only, not Intel"
+
 func intelName(cn string) pkix.Name {
 	return pkix.Name{
-		CommonName:   cn,
-		Organization: []string{"Intel Corporation"},
+		CommonName:         cn,
+		OrganizationalUnit: []string{simOU},
+		Organization:       []string{"Intel Corporation"},
 		Locality:     []string{"Santa Clara"},
 		Province:     []string{"CA"},
 		Country:      []string{"US"},

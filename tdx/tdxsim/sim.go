@@ -400,6 +400,6 @@ func sign(k *ecdsa.PrivateKey, msg []byte) ([]byte, error) {
 	return out, nil
 }
 
-func le16(v uint16) []byte { return binary.LittleEndian.AppendUint16(nil, v) }
-func le64(v uint64) []byte { return binary.LittleEndian.AppendUint64(nil, v) }
+func le16(v uint16) []byte  { return binary.LittleEndian.AppendUint16(nil, v) }
+func le64(v uint64) []byte  { return binary.LittleEndian.AppendUint64(nil, v) }
 func clone(b []byte) []byte { return append([]byte(nil), b...) }

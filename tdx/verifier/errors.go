@@ -29,11 +29,11 @@ const (
 	ReasonQEReportDataMismatch     Reason = "qe_report_data_mismatch"     // QE report does not bind the attestation key and auth data
 
 	// Certificates and revocation.
-	ReasonPCKChainInvalid    Reason = "pck_chain_invalid"    // PCK chain missing, unparsable, wrong names or signatures
-	ReasonPCKChainUntrusted  Reason = "pck_chain_untrusted"  // PCK chain does not lead to a trusted root
-	ReasonCertificateExpired Reason = "certificate_expired"  // a certificate is outside its validity (expired or not yet valid)
-	ReasonPCKRevoked         Reason = "pck_revoked"          // PCK certificate or its CA is on a CRL
-	ReasonCRLInvalid         Reason = "crl_invalid"          // a CRL's issuer or signature is wrong
+	ReasonPCKChainInvalid    Reason = "pck_chain_invalid"   // PCK chain missing, unparsable, wrong names or signatures
+	ReasonPCKChainUntrusted  Reason = "pck_chain_untrusted" // PCK chain does not lead to a trusted root
+	ReasonCertificateExpired Reason = "certificate_expired" // a certificate is outside its validity (expired or not yet valid)
+	ReasonPCKRevoked         Reason = "pck_revoked"         // PCK certificate or its CA is on a CRL
+	ReasonCRLInvalid         Reason = "crl_invalid"         // a CRL's issuer or signature is wrong
 
 	// Collateral.
 	ReasonCollateralMissing     Reason = "collateral_missing"     // not available offline / not published
@@ -48,10 +48,10 @@ const (
 
 	// TCB status other than UpToDate. The quote is authentic: Error.Claims
 	// is set, so a policy that explicitly accepts the status can proceed.
-	ReasonTCBOutOfDate                          Reason = "tcb_out_of_date" // OutOfDate or OutOfDateConfigurationNeeded
-	ReasonTCBRevoked                            Reason = "tcb_revoked"
-	ReasonTCBSWHardeningNeeded                  Reason = "tcb_sw_hardening_needed"
-	ReasonTCBConfigurationNeeded                Reason = "tcb_configuration_needed"
+	ReasonTCBOutOfDate                         Reason = "tcb_out_of_date" // OutOfDate or OutOfDateConfigurationNeeded
+	ReasonTCBRevoked                           Reason = "tcb_revoked"
+	ReasonTCBSWHardeningNeeded                 Reason = "tcb_sw_hardening_needed"
+	ReasonTCBConfigurationNeeded               Reason = "tcb_configuration_needed"
 	ReasonTCBConfigurationAndSWHardeningNeeded Reason = "tcb_configuration_and_sw_hardening_needed"
 
 	// Everything else: fail closed.

@@ -89,3 +89,22 @@ func quote(t testing.TB, s *tdxsim.Simulator, rd [64]byte, td tdxsim.TDParams) [
 	}
 	return q
 }
+
+// Offsets into a simulator quote (auth data is 32 bytes, as Intel's).
+const (
+	offHeaderUserData = 0x1C
+	offMRTD           = 0x30 + 0x88
+	offReportData     = 0x30 + 0x208
+	offQuoteSig       = 0x27C
+	offAttKey         = 0x27C + 0x40
+	offQEReport       = 0x27C + 0x86
+	offQEReportSig    = offQEReport + 0x180
+	offQEAuthData     = offQEReport + 0x1C2
+	offPCKChain       = offQEAuthData + 32 + 6
+)
+
+func flip(q []byte, off int) []byte {
+	c := bytes.Clone(q)
+	c[off] ^= 0x01
+	return c
+}
