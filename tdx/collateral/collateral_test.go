@@ -127,15 +127,19 @@ func TestParseRejects(t *testing.T) {
 	other := newSim(t, epoch, tdxsim.Options{Seed: []byte("another-seed-0123456789abcdefghij")})
 	tcb := entryOf(t, s, collateral.KindTCBInfo)
 	for name, edit := range map[string]func(e *collateral.Entry){
-		"altered body":      func(e *collateral.Entry) { e.Body = bytes.Replace(e.Body, []byte(`"version":3`), []byte(`"version":3 `), 1) },
-		"altered signature": func(e *collateral.Entry) { e.Body = bytes.Replace(e.Body, []byte(`"signature":"`), []byte(`"signature":"0`), 1) },
-		"wrong fmspc":       func(e *collateral.Entry) { e.Param = "00806f050000" },
-		"not JSON":          func(e *collateral.Entry) { e.Body = []byte("<html>") },
-		"empty body":        func(e *collateral.Entry) { e.Body = nil },
-		"no issuer chain":   func(e *collateral.Entry) { e.IssuerChain = nil },
-		"other issuer":      func(e *collateral.Entry) { e.IssuerChain = entryOf(t, other, collateral.KindTCBInfo).IssuerChain },
-		"chain of 3":        func(e *collateral.Entry) { e.IssuerChain = append(bytes.Clone(e.IssuerChain), e.IssuerChain...) },
-		"bad key":           func(e *collateral.Entry) { e.Kind = "pckcert" },
+		"altered body": func(e *collateral.Entry) {
+			e.Body = bytes.Replace(e.Body, []byte(`"version":3`), []byte(`"version":3 `), 1)
+		},
+		"altered signature": func(e *collateral.Entry) {
+			e.Body = bytes.Replace(e.Body, []byte(`"signature":"`), []byte(`"signature":"0`), 1)
+		},
+		"wrong fmspc":     func(e *collateral.Entry) { e.Param = "00806f050000" },
+		"not JSON":        func(e *collateral.Entry) { e.Body = []byte("<html>") },
+		"empty body":      func(e *collateral.Entry) { e.Body = nil },
+		"no issuer chain": func(e *collateral.Entry) { e.IssuerChain = nil },
+		"other issuer":    func(e *collateral.Entry) { e.IssuerChain = entryOf(t, other, collateral.KindTCBInfo).IssuerChain },
+		"chain of 3":      func(e *collateral.Entry) { e.IssuerChain = append(bytes.Clone(e.IssuerChain), e.IssuerChain...) },
+		"bad key":         func(e *collateral.Entry) { e.Kind = "pckcert" },
 	} {
 		e := *tcb
 		edit(&e)

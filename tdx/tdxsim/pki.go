@@ -48,9 +48,9 @@ func intelName(cn string) pkix.Name {
 		CommonName:         cn,
 		OrganizationalUnit: []string{simOU},
 		Organization:       []string{"Intel Corporation"},
-		Locality:     []string{"Santa Clara"},
-		Province:     []string{"CA"},
-		Country:      []string{"US"},
+		Locality:           []string{"Santa Clara"},
+		Province:           []string{"CA"},
+		Country:            []string{"US"},
 	}
 }
 
