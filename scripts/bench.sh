@@ -158,7 +158,8 @@ bench_model_crypto() {
 
 	printf '%-16s %-8s %8s %8s %7s %6s %9s   %-7s %s\n' shape op "ours(s)" "cp(s)" ratio "GB/s" "peak RSS" target result
 	printf '%s\n' "${ROWS[@]}"
-	printf '(ours = bin/kbsctl with default workers; ratio = ours / cp; GB/s of plaintext; peak RSS of decrypt)\n'
+	printf '(ours = bin/kbsctl with default workers; ratio = ours / cp; GB/s of plaintext; peak RSS of decrypt;\n'
+	printf ' %s CPUs, load average now %s: a loaded machine inflates both columns unevenly)\n' "$(nproc)" "$(cut -d' ' -f1-3 /proc/loadavg)"
 }
 
 # ---------------------------------------------------------------------------
