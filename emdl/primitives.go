@@ -142,6 +142,12 @@ func sealChunk(aead cipher.AEAD, aad []byte, nonce *[nonceSize]byte, idx uint64,
 // openChunk decrypts and authenticates ct in place and returns the plaintext,
 // ct[:len(ct)-tagSize].
 func openChunk(aead cipher.AEAD, aad []byte, nonce *[nonceSize]byte, idx uint64, last bool, ct []byte) ([]byte, error) {
+	return openChunkTo(aead, aad, nonce, idx, last, ct[:0], ct)
+}
+
+// openChunkTo is openChunk with the plaintext appended to dst, which must
+// be ct[:0] or not overlap ct.
+func openChunkTo(aead cipher.AEAD, aad []byte, nonce *[nonceSize]byte, idx uint64, last bool, dst, ct []byte) ([]byte, error) {
 	chunkNonce(nonce, idx, last)
-	return aead.Open(ct[:0], nonce[:], ct, aad)
+	return aead.Open(dst, nonce[:], ct, aad)
 }

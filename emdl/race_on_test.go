@@ -1,0 +1,5 @@
+//go:build race
+
+package emdl
+
+const raceEnabled = true
