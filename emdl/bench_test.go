@@ -242,4 +242,3 @@ func peakRSS(t *testing.T) int64 {
 	}
 	return 0
 }
-
