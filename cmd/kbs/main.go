@@ -1,12 +1,28 @@
-// Command kbs is not implemented yet; a later issue adds it.
+// Command kbs is the key broker of the Confidential Model Loader: a gRPC
+// service that keeps model keys in a bbolt file, encrypted at rest, and
+// releases one only to a workload that presents an allowed SPIFFE ID over
+// mTLS and proves with a fresh Intel TDX quote that it runs in an approved
+// trust domain.
+//
+//	kbs init  --data-dir DIR      create the KEK and the keystore
+//	kbs serve --data-dir DIR ...  run the broker
+//
+// main only wires the process to run; cli.go holds the command table and
+// exit codes, init.go and serve.go one subcommand each, and docs/kbs.md the
+// user documentation.
 package main
 
 import (
-	"fmt"
+	"context"
 	"os"
+	"os/signal"
+	"syscall"
 )
 
 func main() {
-	fmt.Fprintln(os.Stderr, "kbs: not yet implemented")
-	os.Exit(2)
+	// SIGINT/SIGTERM cancel ctx: serve shuts down gracefully and exits 0.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.LookupEnv, os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
 }
