@@ -199,7 +199,7 @@ func (g *Getter) get(ctx context.Context, k Key) (*Entry, Info, error) {
 		return nil, Info{}, err
 	}
 	if err := WriteEntry(g.cfg.Dir, e); err != nil {
-		return nil, Info{}, err
+		return nil, Info{}, fmt.Errorf("collateral: %s: persisting: %w (%w)", k, ErrUnavailable, err)
 	}
 	s.entry, s.info, s.fetchedAt = e, info, now
 	return e, info, nil
