@@ -176,6 +176,21 @@ func CheckBroker(s *appsv1.StatefulSet) error {
 			bad("kbs %s probe port %d is not the container's health port", name, p.GRPC.Port)
 		}
 	}
+	// kbs init --exist-ok must run first, on the same data directory and KEK.
+	j := slices.IndexFunc(spec.InitContainers, func(c corev1.Container) bool { return c.Name == "kbs-init" })
+	if j < 0 {
+		bad("no kbs-init initContainer")
+	} else {
+		ic := spec.InitContainers[j]
+		if len(ic.Args) == 0 || ic.Args[0] != "init" || !slices.Contains(ic.Args, "--exist-ok") {
+			bad("kbs-init must run 'init ... --exist-ok', runs %q", ic.Args)
+		}
+		for _, f := range []string{"--data-dir", "--kek-file"} {
+			if flagValue(ic.Args, f) != flagValue(c.Args, f) {
+				bad("kbs-init and kbs disagree on %s", f)
+			}
+		}
+	}
 	if !slices.ContainsFunc(s.Spec.VolumeClaimTemplates, func(p corev1.PersistentVolumeClaim) bool { return p.Name == "data" }) {
 		bad("no volumeClaimTemplate named data")
 	}
@@ -185,9 +200,22 @@ func CheckBroker(s *appsv1.StatefulSet) error {
 			kek = j
 		}
 	}
-	if kek < 0 || spec.Volumes[kek].Secret == nil {
-		bad("no Secret volume named kek")
-	} else {
+	switch {
+	case kek < 0:
+		// kek.source=env: CML_KEK from a Secret, never a literal value.
+		for _, ctr := range append([]corev1.Container{c}, spec.InitContainers...) {
+			if ctr.Name != "kbs" && ctr.Name != "kbs-init" {
+				continue
+			}
+			if !slices.ContainsFunc(ctr.Env, func(e corev1.EnvVar) bool {
+				return e.Name == "CML_KEK" && e.Value == "" && e.ValueFrom != nil && e.ValueFrom.SecretKeyRef != nil
+			}) {
+				bad("%s has neither a kek Secret volume nor CML_KEK from a secretKeyRef", ctr.Name)
+			}
+		}
+	case spec.Volumes[kek].Secret == nil:
+		bad("volume kek is not a Secret")
+	default:
 		if m := spec.Volumes[kek].Secret.DefaultMode; m == nil || *m != 0o400 {
 			bad("the kek Secret volume needs defaultMode 0400")
 		}

@@ -30,6 +30,15 @@ func mustReplace(t *testing.T, s, old, new string) string {
 	return strings.Replace(s, old, new, 1)
 }
 
+// mustReplaceAll replaces every occurrence of old, of which there must be one.
+func mustReplaceAll(t *testing.T, s, old, new string) string {
+	t.Helper()
+	if !strings.Contains(s, old) {
+		t.Fatalf("edit %q matches nothing", old)
+	}
+	return strings.ReplaceAll(s, old, new)
+}
+
 func inferenceErrors(t *testing.T, manifest string) error {
 	t.Helper()
 	objs, err := DecodeAll("test", []byte(manifest))
@@ -104,14 +113,16 @@ func TestBrokerChecksFail(t *testing.T) {
 		{"kek mode", "            defaultMode: 0400\n", "            defaultMode: 0440\n", "defaultMode 0400"},
 		{"caps kept", "              drop: [ALL]\n", "              drop: [NET_RAW]\n", "capabilities ALL"},
 		{"escalation", "            allowPrivilegeEscalation: false\n", "            allowPrivilegeEscalation: true\n", "allowPrivilegeEscalation"},
-		{"no seccomp", "          type: RuntimeDefault\n      containers:", "          type: Unconfined\n      containers:", "RuntimeDefault"},
+		{"no seccomp", "          type: RuntimeDefault\n      initContainers:", "          type: Unconfined\n      initContainers:", "RuntimeDefault"},
+		{"init on another dir", "            - --data-dir=/var/lib/kbs/data\n            - --kek-file=/etc/kbs/kek/kek\n            - --exist-ok\n", "            - --data-dir=/var/lib/kbs\n            - --kek-file=/etc/kbs/kek/kek\n            - --exist-ok\n", "disagree on --data-dir"},
 		{"no requests", "            requests:\n              cpu: 100m\n", "            requests:\n", "no cpu request"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			m := mustReplace(t, base, c.old, c.new)
+			// Both kbs-init and kbs share these settings: break them in both.
+			m := mustReplaceAll(t, base, c.old, c.new)
 			if c.name == "no seccomp" {
-				m = mustReplace(t, m, "            seccompProfile:\n              type: RuntimeDefault\n          volumeMounts:", "          volumeMounts:")
+				m = mustReplaceAll(t, m, "            seccompProfile:\n              type: RuntimeDefault\n", "")
 			}
 			objs, err := DecodeAll("test", []byte(m))
 			if err != nil {
@@ -216,6 +227,34 @@ func TestParseDockerfileContinuation(t *testing.T) {
 	for _, bad := range []string{"", "RUN a \\\n", "=nope\n"} {
 		if _, err := ParseDockerfile([]byte(bad)); err == nil {
 			t.Errorf("%q: accepted", bad)
+		}
+	}
+}
+
+func TestBrokerKEKFromEnvMustBeSecretRef(t *testing.T) {
+	dir := os.Getenv(renderedEnv)
+	if dir == "" {
+		t.Skipf("%s is unset: run scripts/check-deploy.sh", renderedEnv)
+	}
+	data, err := os.ReadFile(filepath.Join(dir, "cml--collateral-pvc.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	literal := mustReplaceAll(t, string(data),
+		"            - name: CML_KEK\n              valueFrom:\n                secretKeyRef:\n                  name: kbs-kek\n                  key: kek\n",
+		"            - name: CML_KEK\n              value: \"00\"\n")
+	for name, m := range map[string]string{"secretKeyRef": string(data), "literal": literal} {
+		objs, err := DecodeAll(name, []byte(m))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, o := range objs {
+			if s, ok := o.Value.(*appsv1.StatefulSet); ok {
+				err := CheckBroker(s)
+				if (err == nil) != (name == "secretKeyRef") {
+					t.Errorf("%s: got %v", name, err)
+				}
+			}
 		}
 	}
 }

@@ -58,6 +58,9 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- if ne (int .Values.replicaCount) 1 }}
 {{- fail "replicaCount must be 1: the bbolt keystore has a single writer (see values.yaml)" }}
 {{- end }}
+{{- if not (has .Values.kek.source (list "file" "env")) }}
+{{- fail (printf "kek.source must be file or env, not %q" .Values.kek.source) }}
+{{- end }}
 {{- if not .Values.kek.existingSecret }}
 {{- fail "kek.existingSecret is required: create the KEK Secret first (docs/kubernetes.md)" }}
 {{- end }}
@@ -73,14 +76,40 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- if eq (empty .Values.collateral.dir.configMap) (empty .Values.collateral.dir.existingClaim) }}
 {{- fail "collateral.mode=dir needs exactly one of collateral.dir.configMap and collateral.dir.existingClaim" }}
 {{- end }}
-{{- else if eq $mode "pcs" }}
-{{- if not .Values.collateral.pcs.url }}
-{{- fail "collateral.pcs.url is required when collateral.mode=pcs" }}
-{{- end }}
-{{- else }}
+{{- else if ne $mode "pcs" }}
 {{- fail (printf "collateral.mode must be pcs, pccs or dir, not %q" $mode) }}
 {{- end }}
 {{- if not (has .Values.spire.socketVolume (list "csi" "hostPath")) }}
 {{- fail (printf "spire.socketVolume must be csi or hostPath, not %q" .Values.spire.socketVolume) }}
+{{- end }}
+{{- end }}
+
+{{/* The restricted container securityContext of kbs and kbs-init. */}}
+{{- define "cml.containerSecurityContext" -}}
+runAsNonRoot: true
+# No setuid binaries or file capabilities can raise privileges.
+allowPrivilegeEscalation: false
+# The image is one static binary; only the PVC and /tmp are writable.
+readOnlyRootFilesystem: true
+# The broker needs no Linux capability (it binds ports > 1024).
+capabilities:
+  drop: [ALL]
+seccompProfile:
+  type: RuntimeDefault
+{{- end }}
+
+{{/* CML_KEK from the Secret (kek.source=env). */}}
+{{- define "cml.kekEnvVar" -}}
+- name: CML_KEK
+  valueFrom:
+    secretKeyRef:
+      name: {{ .Values.kek.existingSecret }}
+      key: {{ .Values.kek.key }}
+{{- end }}
+
+{{- define "cml.kekEnv" -}}
+{{- if eq .Values.kek.source "env" }}
+env:
+  {{- include "cml.kekEnvVar" . | nindent 2 }}
 {{- end }}
 {{- end }}
