@@ -82,6 +82,9 @@ type fixture struct {
 	simDir  string
 	td      spiffeid.TrustDomain
 	sim     *tdxsim.Simulator
+
+	mu      sync.Mutex
+	sources map[string]identity.Source
 }
 
 func newFixture(t testing.TB) *fixture {
@@ -130,9 +133,15 @@ func (f *fixture) id(name string) spiffeid.ID {
 	return id
 }
 
-// source returns the identity of a dev certs name (admin, loader, ...).
+// source returns the identity of a dev certs name (admin, loader, ...),
+// opened once per fixture.
 func (f *fixture) source(t testing.TB, name string) identity.Source {
 	t.Helper()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if src := f.sources[name]; src != nil {
+		return src
+	}
 	src, err := identity.Open(context.Background(), identity.Config{
 		SVIDCert: filepath.Join(f.certs, name+".pem"),
 		SVIDKey:  filepath.Join(f.certs, name+"-key.pem"),
@@ -142,6 +151,10 @@ func (f *fixture) source(t testing.TB, name string) identity.Source {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { src.Close() })
+	if f.sources == nil {
+		f.sources = map[string]identity.Source{}
+	}
+	f.sources[name] = src
 	return src
 }
 

@@ -79,7 +79,11 @@ type serveFlags struct {
 	adminIDs, auditorIDs, logLevel string
 }
 
-func serveCommand() *command {
+func serveCommand() *command { return serveCommandWith(runServe) }
+
+// serveCommandWith is serve with another runner, so tests can check the
+// parsed configuration.
+func serveCommandWith(runner func(context.Context, *env, *serveConfig) error) *command {
 	var f serveFlags
 	return &command{
 		name:     "serve",
@@ -146,7 +150,7 @@ Examples:
 				if err != nil {
 					return err
 				}
-				return runServe(ctx, e, cfg)
+				return runner(ctx, e, cfg)
 			}
 		},
 	}
@@ -241,7 +245,16 @@ func (f *serveFlags) validate(fl *flags) (*serveConfig, error) {
 	if c.shutdownTimeout <= 0 {
 		return nil, usagef("--shutdown-timeout must be positive, got %s", c.shutdownTimeout)
 	}
-	if err := c.logLevel.UnmarshalText([]byte(f.logLevel)); err != nil || !strings.Contains("debug info warn error", strings.ToLower(f.logLevel)) || f.logLevel == "" {
+	switch strings.ToLower(f.logLevel) {
+	case "debug":
+		c.logLevel = slog.LevelDebug
+	case "info":
+		c.logLevel = slog.LevelInfo
+	case "warn":
+		c.logLevel = slog.LevelWarn
+	case "error":
+		c.logLevel = slog.LevelError
+	default:
 		return nil, usagef("--log-level %q: want debug, info, warn or error", f.logLevel)
 	}
 	return &c, nil
