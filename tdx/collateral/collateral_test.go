@@ -569,3 +569,19 @@ func TestNewConfig(t *testing.T) {
 		}
 	}
 }
+
+func TestGetterBogusFMSPCs(t *testing.T) {
+	ctx := context.Background()
+	g, err := collateral.New(collateral.Config{Dir: t.TempDir(), Offline: true, Now: clock(epoch)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 1000; i++ {
+		if _, _, err := g.Get(ctx, pcs.TcbInfoURL(fmt.Sprintf("%012x", i))); !errors.Is(err, collateral.ErrMissing) {
+			t.Fatal(err)
+		}
+	}
+	if n := collateral.SlotCount(g); n != 0 {
+		t.Errorf("%d slots kept for missing documents", n)
+	}
+}

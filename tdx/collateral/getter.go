@@ -162,7 +162,19 @@ func (g *Getter) get(ctx context.Context, k Key) (*Entry, Info, error) {
 	case <-ctx.Done():
 		return nil, Info{}, fmt.Errorf("collateral: %s: %w (%w)", k, ErrUnavailable, ctx.Err())
 	}
-	defer func() { <-s.sem }()
+	defer func() {
+		// The FMSPC comes from a PCK certificate that is not yet verified
+		// when go-tdx-guest asks for collateral: keep no state for keys
+		// that never loaded, so bogus FMSPCs cannot grow the map.
+		if s.entry == nil {
+			g.mu.Lock()
+			if g.slots[k] == s {
+				delete(g.slots, k)
+			}
+			g.mu.Unlock()
+		}
+		<-s.sem
+	}()
 
 	now := g.cfg.Now()
 	if s.entry != nil && !now.After(s.info.NextUpdate) && !g.stale(s, now) {
