@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -346,5 +347,44 @@ func TestServeProcess(t *testing.T) {
 	}
 	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
 		t.Error("test ran out of time")
+	}
+}
+
+// TestServePortInUse: a listener that cannot bind fails the start with
+// exit 1 naming the flag, and everything opened before is closed again.
+func TestServePortInUse(t *testing.T) {
+	f := newFixture(t)
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	args := f.serveArgs()
+	args = append(args, "--health-listen", busy.Addr().String())
+	code, _, stderr := runInProcess(t, nil, args...)
+	if code != exitFailure || !containsAll(stderr, "--health-listen", "address already in use", `"msg":"kbs stopped"`) {
+		t.Fatalf("exit %d:\n%s", code, stderr)
+	}
+	p, err := kek.LoadFile(store.KEKPath(f.dataDir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := store.Open(context.Background(), store.DBPath(f.dataDir), store.Options{KEK: p, Now: time.Now, LockTimeout: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatalf("keystore left open: %v", err)
+	}
+	st.Close()
+}
+
+// TestServeSIGINT: SIGINT stops the process like SIGTERM, with exit 0.
+func TestServeSIGINT(t *testing.T) {
+	f := newFixture(t)
+	p := start(t, nil, f.serveArgs()...)
+	waitServing(t, p.addr(t, "health"))
+	if code := p.stop(t, syscall.SIGINT); code != 0 {
+		t.Fatalf("exit %d after SIGINT:\n%s", code, p.output())
+	}
+	if p.logLine("keystore closed") == nil {
+		t.Errorf("no orderly shutdown:\n%s", p.output())
 	}
 }
