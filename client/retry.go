@@ -1,0 +1,146 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	kbsv1 "github.com/cml-project/cml/proto/cml/kbs/v1"
+)
+
+// Backoff between retries: exponential from retryBase to retryMax with ±20 %
+// jitter, so many loaders started at once do not hammer the broker in step.
+const (
+	retryBase = 100 * time.Millisecond
+	retryMax  = 5 * time.Second
+)
+
+type backoffTimer struct{ next time.Duration }
+
+func newBackoff() *backoffTimer { return &backoffTimer{next: retryBase} }
+
+// wait sleeps for the next backoff interval, or less if ctx ends first; it
+// reports false if ctx ended (no time left to retry).
+func (b *backoffTimer) wait(ctx context.Context) bool {
+	d := b.next
+	d += time.Duration((rand.Float64()*0.4 - 0.2) * float64(d))
+	b.next = min(2*b.next, retryMax)
+	if dl, ok := ctx.Deadline(); ok && time.Until(dl) < d {
+		// Sleeping past the deadline would only report a timeout late; one
+		// last attempt right at the deadline would fail anyway.
+		return false
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+// retryable reports whether an attempt that failed with err is worth
+// repeating: the broker was unreachable (Unavailable: connection refused,
+// reset, handshake failed, broker shutting down, collateral unavailable), or
+// one RPC ran into the WithTimeout limit while the operation still has time.
+// Never PermissionDenied, InvalidArgument or any other answer of the broker.
+func retryable(ctx context.Context, err error) bool {
+	if ctx.Err() != nil {
+		return false
+	}
+	switch status.Code(err) {
+	case codes.Unavailable:
+		return true
+	case codes.DeadlineExceeded:
+		return true // the per-RPC timeout, since ctx itself is still alive
+	}
+	return false
+}
+
+// do runs attempt until it succeeds, fails for good, or the WithRetry
+// budget is spent. Without WithRetry it runs attempt once. An attempt that
+// failed because the broker's certificate was rejected is not retried: that
+// is an impostor or a misconfiguration, not a slow start.
+func (c *Client) do(ctx context.Context, attempt func(context.Context) error) error {
+	if c.opts.retryWait > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, c.opts.retryWait)
+		defer cancel()
+	}
+	b := newBackoff()
+	for {
+		rejections := c.identityRejections.Load()
+		err := attempt(ctx)
+		if err == nil {
+			return nil
+		}
+		if c.identityRejections.Load() != rejections && status.Code(err) == codes.Unavailable {
+			if last := c.lastRejection.Load(); last != nil {
+				return fmt.Errorf("%w: %w (%w)", ErrServerIdentity, *last, err)
+			}
+			return fmt.Errorf("%w: %w", ErrServerIdentity, err)
+		}
+		if c.opts.retryWait <= 0 || !retryable(ctx, err) {
+			return err
+		}
+		// Reconnect now rather than when gRPC's own backoff expires.
+		c.conn.ResetConnectBackoff()
+		if !b.wait(ctx) {
+			return &UnavailableError{What: "key broker", Err: err}
+		}
+	}
+}
+
+// readOnlyMethods may be retried by the interceptor: repeating them changes
+// nothing on the broker (beyond an audit record for some).
+var readOnlyMethods = map[string]bool{
+	kbsv1.AdminService_GetKey_FullMethodName:           true,
+	kbsv1.AdminService_ListKeys_FullMethodName:         true,
+	kbsv1.AdminService_GetPolicy_FullMethodName:        true,
+	kbsv1.AdminService_ListPolicies_FullMethodName:     true,
+	kbsv1.AdminService_TestPolicy_FullMethodName:       true,
+	kbsv1.AdminService_ListAuditRecords_FullMethodName: true,
+	kbsv1.AdminService_VerifyAuditLog_FullMethodName:   true,
+}
+
+// unaryInterceptor gives every RPC the WithTimeout limit, retries the
+// read-only ones, and turns PermissionDenied into a *DeniedError.
+func (c *Client) unaryInterceptor(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+	once := func(ctx context.Context) error {
+		if c.opts.timeout > 0 {
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithTimeout(ctx, c.opts.timeout)
+			defer cancel()
+		}
+		return invoker(ctx, method, req, reply, cc, opts...)
+	}
+	var err error
+	if readOnlyMethods[method] {
+		err = c.do(ctx, once)
+	} else {
+		err = once(ctx)
+	}
+	return asDenied(err)
+}
+
+// asDenied turns a PermissionDenied status into a *DeniedError that keeps
+// the status; other errors are returned as they are.
+func asDenied(err error) error {
+	var d *DeniedError
+	if err == nil || errors.As(err, &d) {
+		return err
+	}
+	st, ok := status.FromError(err)
+	if !ok || st.Code() != codes.PermissionDenied {
+		return err
+	}
+	reason, requestID := errorDetail(st)
+	return &DeniedError{Reason: reason, RequestID: requestID, st: st}
+}
