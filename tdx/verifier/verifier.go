@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/x509"
 	_ "embed"
-	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -101,6 +100,7 @@ type Config struct {
 
 // Verifier verifies TDX quotes. It is safe for concurrent use.
 type Verifier struct {
+	cache   parseCache
 	src     CollateralSource
 	roots   *x509.CertPool
 	now     func() time.Time
@@ -222,7 +222,7 @@ func (v *Verifier) Verify(ctx context.Context, quote []byte) (*Claims, error) {
 	}
 	// The quote verified, or failed only its TCB status. Evaluate the
 	// status from the same collateral bytes go-tdx-guest just verified.
-	ext, err := pckExtensions(qeCert.GetPckCertificateChainData().GetPckCertChain())
+	ext, err := v.cache.pckExtensions(qeCert.GetPckCertificateChainData().GetPckCertChain())
 	if err != nil { // cannot happen after go-tdx-guest parsed the same chain
 		return nil, fail(ReasonPCKChainInvalid, err)
 	}
@@ -230,12 +230,12 @@ func (v *Verifier) Verify(ctx context.Context, quote []byte) (*Claims, error) {
 	if v.checks == CheckSignatureChain {
 		return claims, nil
 	}
-	var ti pcs.TdxTcbInfo
-	var qe pcs.QeIdentity
-	if err := json.Unmarshal(src.bodies[collateral.KindTCBInfo], &ti); err != nil {
+	ti, err := v.cache.tcbInfo(src.bodies[collateral.KindTCBInfo])
+	if err != nil {
 		return nil, fail(ReasonVerificationFailed, fmt.Errorf("re-reading verified tcb info: %w", err))
 	}
-	if err := json.Unmarshal(src.bodies[collateral.KindQEIdentity], &qe); err != nil {
+	qe, err := v.cache.qeIdentity(src.bodies[collateral.KindQEIdentity])
+	if err != nil {
 		return nil, fail(ReasonVerificationFailed, fmt.Errorf("re-reading verified qe identity: %w", err))
 	}
 	claims.TCBInfoIssueDate, claims.TCBInfoNextUpdate = ti.TcbInfo.IssueDate, ti.TcbInfo.NextUpdate
@@ -243,11 +243,11 @@ func (v *Verifier) Verify(ctx context.Context, quote []byte) (*Claims, error) {
 	claims.CollateralNextUpdate = earliest(ti.TcbInfo.NextUpdate, qe.EnclaveIdentity.NextUpdate)
 	if v.checks == CheckFull {
 		for _, k := range []collateral.Kind{collateral.KindPCKCRL, collateral.KindRootCRL} {
-			crl, err := x509.ParseRevocationList(src.bodies[k])
+			next, err := v.cache.crlNextUpdate(src.bodies[k])
 			if err != nil {
 				return nil, fail(ReasonVerificationFailed, fmt.Errorf("re-reading verified %s: %w", k, err))
 			}
-			claims.CollateralNextUpdate = earliest(claims.CollateralNextUpdate, crl.NextUpdate)
+			claims.CollateralNextUpdate = earliest(claims.CollateralNextUpdate, next)
 		}
 	}
 	if reason == markTDStatus {
