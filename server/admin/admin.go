@@ -1,21 +1,37 @@
 package admin
 
 import (
+	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"time"
 
+	"google.golang.org/grpc/codes"
+
 	kbsv1 "github.com/cml-project/cml/proto/cml/kbs/v1"
-	"github.com/cml-project/cml/server/broker"
+	"github.com/cml-project/cml/server/audit"
+	"github.com/cml-project/cml/server/authz"
+	"github.com/cml-project/cml/server/policy"
+	"github.com/cml-project/cml/server/rpcstatus"
 	"github.com/cml-project/cml/server/store"
+	"github.com/cml-project/cml/tdx/verifier"
 )
+
+// Verifier checks a TDX quote (TestPolicy). *verifier.Verifier implements
+// it.
+type Verifier interface {
+	Verify(ctx context.Context, quote []byte) (*verifier.Claims, error)
+}
+
+var _ Verifier = (*verifier.Verifier)(nil)
 
 // Config configures the administration service.
 type Config struct {
 	Store *store.Store
 	// Verifier checks quotes for TestPolicy.
-	Verifier broker.Verifier
+	Verifier Verifier
 	// Simulated: the verifier trusts the TDX simulator's root.
 	Simulated bool
 	Now       func() time.Time // required
@@ -37,4 +53,56 @@ func New(cfg Config) (*Service, error) {
 		return nil, errors.New("admin: Store, Verifier, Now, Rand and Logger are required")
 	}
 	return &Service{cfg: cfg}, nil
+}
+
+// call runs one RPC body under the caller's grant and writes its audit
+// record: operation op, the key id if valid, decision allow when fn
+// succeeded and deny with the error's reason code otherwise. fn fills in
+// what else the record should hold (versions, digests, details). A call
+// whose record cannot be written fails with Internal.
+func (s *Service) call(ctx context.Context, op, keyID string, fn func(e *audit.Entry) error) error {
+	g, err := authz.Require(ctx)
+	if err != nil {
+		return err
+	}
+	e := audit.Entry{RequestID: rpcstatus.RequestID(ctx), Caller: g.Caller.String(), Operation: op}
+	if keyID != "" && store.ValidateKeyID(keyID) == nil {
+		e.KeyID = keyID
+	}
+	ferr := fn(&e)
+	if ferr != nil {
+		e.Decision = audit.Deny
+		e.Reasons = []string{rpcstatus.ReasonOf(ferr)}
+	} else {
+		e.Decision = audit.Allow
+	}
+	if aerr := s.audit(ctx, e); aerr != nil && ferr == nil {
+		return rpcstatus.New(codes.Internal, policy.ReasonInternal, fmt.Errorf("admin: %s carried out but not audited: %w", op, aerr))
+	}
+	return ferr
+}
+
+// audit appends e even if the caller has gone away; an entry refused as
+// invalid is retried without its free-text details.
+func (s *Service) audit(ctx context.Context, e audit.Entry) error {
+	ctx = context.WithoutCancel(ctx)
+	_, err := s.cfg.Store.AppendAudit(ctx, e)
+	if errors.Is(err, audit.ErrInvalid) && len(e.Details) > 0 {
+		e.Details = nil
+		_, err = s.cfg.Store.AppendAudit(ctx, e)
+	}
+	if err != nil {
+		s.cfg.Logger.LogAttrs(ctx, slog.LevelError, "audit append failed",
+			slog.String("operation", e.Operation), slog.String("request_id", e.RequestID),
+			slog.String("caller", e.Caller), slog.String("error", err.Error()))
+	}
+	return err
+}
+
+// validKeyID is the InvalidArgument error for a malformed key id, or nil.
+func validKeyID(id string) error {
+	if err := store.ValidateKeyID(id); err != nil {
+		return rpcstatus.Invalid("key_id: %v", err)
+	}
+	return nil
 }

@@ -203,7 +203,7 @@ func (a *Authorizer) UnaryInterceptor(log AuditAppender, logger *slog.Logger) gr
 				if k, ok := req.(interface{ GetKeyId() string }); ok && store.ValidateKeyID(k.GetKeyId()) == nil {
 					e.KeyID = k.GetKeyId()
 				}
-				if _, aerr := log.AppendAudit(ctx, e); aerr != nil {
+				if _, aerr := log.AppendAudit(context.WithoutCancel(ctx), e); aerr != nil {
 					logger.LogAttrs(ctx, slog.LevelError, "audit append failed", slog.String("operation", e.Operation), slog.String("request_id", e.RequestID), slog.String("error", aerr.Error()))
 				}
 			}
