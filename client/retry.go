@@ -46,29 +46,26 @@ func (b *backoffTimer) wait(ctx context.Context) bool {
 	}
 }
 
-// retryable reports whether an attempt that failed with err is worth
-// repeating: the broker was unreachable (Unavailable: connection refused,
+// retryable reports whether an attempt that failed with err may succeed
+// later: the broker was unreachable (Unavailable: connection refused or
 // reset, handshake failed, broker shutting down, collateral unavailable), or
-// one RPC ran into the WithTimeout limit while the operation still has time.
-// Never PermissionDenied, InvalidArgument or any other answer of the broker.
-func retryable(ctx context.Context, err error) bool {
-	if ctx.Err() != nil {
-		return false
-	}
+// an RPC ran into the WithTimeout limit. Never PermissionDenied,
+// InvalidArgument or any other answer of the broker.
+func retryable(err error) bool {
 	switch status.Code(err) {
-	case codes.Unavailable:
+	case codes.Unavailable, codes.DeadlineExceeded:
 		return true
-	case codes.DeadlineExceeded:
-		return true // the per-RPC timeout, since ctx itself is still alive
 	}
 	return false
 }
 
 // do runs attempt until it succeeds, fails for good, or the WithRetry
-// budget is spent. Without WithRetry it runs attempt once. An attempt that
-// failed because the broker's certificate was rejected is not retried: that
-// is an impostor or a misconfiguration, not a slow start.
+// budget is spent (then the error is an *UnavailableError wrapping the last
+// failure). Without WithRetry it runs attempt once. An attempt that failed
+// because the broker's certificate was rejected is not retried: that is an
+// impostor or a misconfiguration, not a slow start.
 func (c *Client) do(ctx context.Context, attempt func(context.Context) error) error {
+	parent := ctx
 	if c.opts.retryWait > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, c.opts.retryWait)
@@ -87,8 +84,11 @@ func (c *Client) do(ctx context.Context, attempt func(context.Context) error) er
 			}
 			return fmt.Errorf("%w: %w", ErrServerIdentity, err)
 		}
-		if c.opts.retryWait <= 0 || !retryable(ctx, err) {
+		if c.opts.retryWait <= 0 || !retryable(err) || parent.Err() == context.Canceled {
 			return err
+		}
+		if ctx.Err() != nil {
+			return &UnavailableError{What: "key broker", Err: err}
 		}
 		// Reconnect now rather than when gRPC's own backoff expires.
 		c.conn.ResetConnectBackoff()
