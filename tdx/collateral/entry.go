@@ -348,9 +348,9 @@ func parseIssuerChain(b []byte) ([]*x509.Certificate, error) {
 	return certs, nil
 }
 
-// normalizeCRL returns DER for a CRL body that is DER already or hex
-// (some PCCS versions serve CRLs hex-encoded). Hex decoding is lossless, so
-// the signed bytes are unchanged.
+// normalizeCRL returns DER for a CRL body that is DER already, hex (some
+// PCCS versions serve CRLs hex-encoded) or PEM. Decoding is lossless: the
+// signed bytes are unchanged.
 func normalizeCRL(body []byte) []byte {
 	if len(body) > 0 && body[0] == 0x30 {
 		var raw asn1.RawValue
@@ -358,8 +358,12 @@ func normalizeCRL(body []byte) []byte {
 			return body
 		}
 	}
-	if der, err := hex.DecodeString(strings.TrimSpace(string(body))); err == nil {
+	trimmed := bytes.TrimSpace(body)
+	if der, err := hex.DecodeString(string(trimmed)); err == nil {
 		return der
+	}
+	if blk, rest := pem.Decode(trimmed); blk != nil && blk.Type == "X509 CRL" && len(bytes.TrimSpace(rest)) == 0 {
+		return blk.Bytes
 	}
 	return body
 }
