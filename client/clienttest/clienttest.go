@@ -86,9 +86,9 @@ type Broker struct {
 	Store    *store.Store
 	Logs     *SyncBuffer // the server's JSON log
 
-	g    *grpc.Server
-	buf  *bufconn.Listener
-	mu   sync.Mutex
+	g      *grpc.Server
+	buf    *bufconn.Listener
+	mu     sync.Mutex
 	lis    net.Listener
 	stop   bool
 	served bool
