@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -34,19 +35,36 @@ type env struct {
 	// terminal reports whether stderr is an interactive terminal, i.e. whether
 	// a progress line may be drawn there.
 	terminal bool
-	now      func() time.Time
+	// stdinTerminal reports whether stdin is an interactive terminal, i.e.
+	// whether a command may ask for a typed confirmation.
+	stdinTerminal bool
+	now           func() time.Time
+	// getenv reads an environment variable (the defaults of the connection
+	// flags); nil reads nothing.
+	getenv func(string) string
+}
+
+// lookupEnv returns the environment variable name, or "" without getenv.
+func (e *env) lookupEnv(name string) string {
+	if e.getenv == nil {
+		return ""
+	}
+	return e.getenv(name)
 }
 
 // run is the whole program: it runs the command named by args and returns
 // the process exit code.
 func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	f, _ := stderr.(*os.File)
+	in, _ := stdin.(*os.File)
 	e := &env{
-		stdin:    stdin,
-		stdout:   stdout,
-		stderr:   stderr,
-		terminal: progress.IsTerminal(f),
-		now:      time.Now,
+		stdin:         stdin,
+		stdout:        stdout,
+		stderr:        stderr,
+		terminal:      progress.IsTerminal(f),
+		stdinTerminal: progress.IsTerminal(in),
+		now:           time.Now,
+		getenv:        os.Getenv,
 	}
 	return e.run(ctx, args)
 }
@@ -96,7 +114,9 @@ type group struct {
 }
 
 // A command is one verb of a group. Each lives in its own file
-// (<group>_<name>.go) with a constructor returning its *command.
+// (<group>_<name>.go) with a constructor returning its *command. A name may
+// have two words ("tdxsim init", in dev_tdxsim_init.go): the first then
+// works like a subgroup on the command line.
 type command struct {
 	name     string
 	synopsis string   // after "kbsctl <group> <name>", e.g. "DIR [--json]"
@@ -160,8 +180,20 @@ func dispatch(ctx context.Context, e *env, groups []*group, args []string) error
 		printGroupUsage(e.stdout, g)
 		return nil
 	}
-	c := findCommand(g, args[1])
+	c, words := findCommand(g, args[1:])
 	if c == nil {
+		if subs := subcommandNames(g, args[1]); subs != "" {
+			spath := gpath + " " + args[1]
+			switch {
+			case len(args) == 2:
+				printGroupUsage(e.stderr, g)
+				return &usageError{path: gpath, msg: fmt.Sprintf("missing %s command (known: %s)", args[1], subs)}
+			case isHelp(args[2]):
+				printGroupUsage(e.stdout, g)
+				return nil
+			}
+			return &usageError{path: gpath, msg: fmt.Sprintf("unknown %s command %q (known: %s)", spath[len("kbsctl "):], args[2], subs)}
+		}
 		return &usageError{path: gpath, msg: fmt.Sprintf("unknown %s command %q (known: %s)", g.name, args[1], commandNames(g))}
 	}
 	path := gpath + " " + c.name
@@ -169,7 +201,7 @@ func dispatch(ctx context.Context, e *env, groups []*group, args []string) error
 	fs := flag.NewFlagSet(path, flag.ContinueOnError)
 	fs.SetOutput(io.Discard) // dispatch prints errors and usage itself
 	act := c.setup(fs)
-	pos, err := parseInterspersed(fs, args[2:])
+	pos, err := parseInterspersed(fs, args[1+words:])
 	if errors.Is(err, flag.ErrHelp) {
 		printCommandUsage(e.stdout, path, c, fs)
 		return nil
@@ -268,13 +300,28 @@ func findGroup(groups []*group, name string) *group {
 	return nil
 }
 
-func findCommand(g *group, name string) *command {
+// findCommand returns the command of g named by the leading words of args,
+// and how many words its name has.
+func findCommand(g *group, args []string) (*command, int) {
 	for _, c := range g.commands {
-		if c.name == name {
-			return c
+		words := strings.Fields(c.name)
+		if len(args) >= len(words) && slices.Equal(args[:len(words)], words) {
+			return c, len(words)
 		}
 	}
-	return nil
+	return nil, 0
+}
+
+// subcommandNames lists the second words of g's two-word commands whose
+// first word is first ("init, quote" for "tdxsim"), or "" if there are none.
+func subcommandNames(g *group, first string) string {
+	var names []string
+	for _, c := range g.commands {
+		if w := strings.Fields(c.name); len(w) == 2 && w[0] == first {
+			names = append(names, w[1])
+		}
+	}
+	return strings.Join(names, ", ")
 }
 
 func groupNames(groups []*group) string {
@@ -307,8 +354,8 @@ func printHelpFor(w io.Writer, groups []*group, args []string) error {
 		printGroupUsage(w, g)
 		return nil
 	}
-	c := findCommand(g, args[1])
-	if c == nil || len(args) > 2 {
+	c, words := findCommand(g, args[1:])
+	if c == nil || len(args) > 1+words {
 		return &usageError{path: "kbsctl " + g.name, msg: fmt.Sprintf("help: unknown %s command %q (known: %s)", g.name, strings.Join(args[1:], " "), commandNames(g))}
 	}
 	path := "kbsctl " + g.name + " " + c.name
@@ -320,11 +367,14 @@ func printHelpFor(w io.Writer, groups []*group, args []string) error {
 
 const exitCodesHelp = `Exit codes:
   0    success
-  1    failure (I/O error, bad key file, output already exists, ...)
+  1    failure (I/O error, bad key file, output already exists, key broker
+       error, ...)
   2    usage error (unknown command or flag, missing argument)
-  3    model refused: wrong key, key id/version mismatch, tampered, truncated
-       or extended file, unsafe path, file missing from or not in the manifest,
-       unsupported format
+  3    refused: a model refused (wrong key, key id/version mismatch, tampered,
+       truncated or extended file, unsafe path, file missing from or not in
+       the manifest, unsupported format); the key broker denied the request
+       (PermissionDenied: its reason code and request id are printed); a
+       'policy test' that denies; an audit log that fails 'audit verify'
   130  interrupted (SIGINT/SIGTERM); partial output is removed
 `
 
@@ -344,9 +394,14 @@ Command groups:
 	tw.Flush()
 	fmt.Fprint(w, `
 Examples:
-  kbsctl model keygen model.key
-  kbsctl model encrypt --key-file model.key --key-id llama-3-8b --in ./llama-3-8b --out ./llama-3-8b.emdl
+  kbsctl key create llama-3-8b --kbs kbs.example:8443 --kbs-spiffe-id spiffe://example.org/kbs \
+      --svid-cert admin.pem --svid-key admin-key.pem --bundle ca.pem
+  kbsctl policy put --key llama-3-8b --file policy.json
+  kbsctl model encrypt --kbs kbs.example:8443 --key-id llama-3-8b --in ./llama-3-8b --out ./llama-3-8b.emdl
   kbsctl model encrypt --help
+
+The connection flags may come from the environment: CML_KBS, CML_KBS_SPIFFE_ID,
+SPIFFE_ENDPOINT_SOCKET or CML_SVID_CERT, CML_SVID_KEY and CML_BUNDLE.
 
 Run 'kbsctl <group> --help' for a group's commands and
 'kbsctl <group> <command> --help' for a command's flags.

@@ -55,7 +55,7 @@ func TestHelpExitsZero(t *testing.T) {
 		{[]string{"help"}, []string{"Command groups:"}},
 		{[]string{"model", "--help"}, []string{"keygen", "encrypt", "decrypt", "inspect"}},
 		{[]string{"help", "model"}, []string{"Commands:", "inspect"}},
-		{[]string{"model", "encrypt", "--help"}, []string{"Usage:\n  kbsctl model encrypt --key-file FILE", "Examples:", "--chunk-size SIZE", "(default 1)"}},
+		{[]string{"model", "encrypt", "--help"}, []string{"Usage:\n  kbsctl model encrypt (--key-file FILE | --kbs ADDR)", "Examples:", "--chunk-size SIZE", "(default 1)"}},
 		{[]string{"model", "inspect", "x", "-h"}, []string{"kbsctl model inspect DIR [--json]", "--json"}},
 		{[]string{"help", "model", "decrypt"}, []string{"kbsctl model decrypt --key-file FILE", "--key-version N"}},
 	} {
@@ -78,7 +78,7 @@ func TestUsageErrorsExitTwo(t *testing.T) {
 		msg, run string
 	}{
 		{nil, "kbsctl: missing command group", "kbsctl --help"},
-		{[]string{"nope"}, `kbsctl: unknown command group "nope" (known: model)`, "kbsctl --help"},
+		{[]string{"nope"}, `kbsctl: unknown command group "nope" (known: key, policy, model, audit, collateral, dev)`, "kbsctl --help"},
 		{[]string{"--verbose"}, "kbsctl: unknown flag --verbose", "kbsctl --help"},
 		{[]string{"model"}, "kbsctl: missing model command", "kbsctl model --help"},
 		{[]string{"model", "frobnicate"}, `unknown model command "frobnicate" (known: keygen, encrypt, decrypt, inspect)`, "kbsctl model --help"},
@@ -122,7 +122,7 @@ func TestEveryCommandIsDocumented(t *testing.T) {
 					t.Errorf("%s: synopsis %q does not name argument %s", path, c.synopsis, a)
 				}
 			}
-			r := kbsctl(t, g.name, c.name, "--help")
+			r := kbsctl(t, append(append([]string{g.name}, strings.Fields(c.name)...), "--help")...)
 			if r.code != exitOK {
 				t.Fatalf("%s --help: %v", path, r)
 			}

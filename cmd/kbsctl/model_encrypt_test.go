@@ -171,7 +171,9 @@ func TestModelEncryptErrors(t *testing.T) {
 		code int
 		msg  string
 	}{
-		{[]string{"model", "encrypt", "--key-id", "k", "--in", model, "--out", out}, exitUsage, "encrypt: --key-file is required"},
+		{[]string{"model", "encrypt", "--key-id", "k", "--in", model, "--out", out}, exitUsage, "encrypt: give --kbs ADDR (the key broker holds the key) or --key-file FILE"},
+		{[]string{"model", "encrypt", "--key-file", key, "--kbs", "localhost:1", "--key-id", "k", "--in", model, "--out", out}, exitUsage, "encrypt: --key-file and --kbs are two key sources; give one"},
+		{[]string{"model", "encrypt", "--key-file", key, "--kbs-spiffe-id", "spiffe://x/kbs", "--key-id", "k", "--in", model, "--out", out}, exitUsage, "encrypt: --kbs-spiffe-id is a key broker flag; it needs --kbs instead of --key-file"},
 		{[]string{"model", "encrypt", "--key-file", key, "--in", model, "--out", out}, exitUsage, "encrypt: --key-id is required"},
 		{[]string{"model", "encrypt", "--key-file", key, "--key-id", "k", "--out", out}, exitUsage, "encrypt: --in is required"},
 		{base, exitUsage, "encrypt: --out is required"},

@@ -1,0 +1,157 @@
+package main
+
+// Test fixtures shared by the tests of the commands that talk to the key
+// broker: a real in-process broker (server.New) on a loopback listener with
+// mTLS from a devca CA, a simulated TDX platform, and the connection flags
+// of each identity.
+
+import (
+	"crypto/x509"
+	"encoding/pem"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"google.golang.org/grpc"
+
+	"github.com/cml-project/cml/identity"
+	"github.com/cml-project/cml/identity/devca"
+	"github.com/cml-project/cml/server"
+	"github.com/cml-project/cml/server/store/storetest"
+	"github.com/cml-project/cml/tdx/collateral"
+	"github.com/cml-project/cml/tdx/tdxsim"
+	"github.com/cml-project/cml/tdx/verifier"
+)
+
+// testTD is the trust domain of the test identities.
+const testTD = "example.org"
+
+// simVerifier returns a quote verifier that trusts the simulator in simDir
+// and serves its collateral offline.
+func simVerifier(t *testing.T, simDir string) *verifier.Verifier {
+	t.Helper()
+	rootPEM, err := os.ReadFile(filepath.Join(simDir, tdxsim.RootFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	block, _ := pem.Decode(rootPEM)
+	if block == nil {
+		t.Fatal("no PEM in the simulator root")
+	}
+	root, err := x509.ParseCertificate(block.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := collateral.New(collateral.Config{Dir: filepath.Join(simDir, tdxsim.CollateralDir), Offline: true, Now: time.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := verifier.New(verifier.Config{Collateral: g, ExtraRoots: []*x509.Certificate{root}, Now: time.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+// newSim runs 'kbsctl dev tdxsim init' into a temp dir and returns it.
+func newSim(t *testing.T, extra ...string) string {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "tdxsim")
+	if r := kbsctl(t, append([]string{"dev", "tdxsim", "init", dir}, extra...)...); r.code != exitOK {
+		t.Fatalf("tdxsim init: %v", r)
+	}
+	return dir
+}
+
+// broker is a running in-process key broker.
+type broker struct {
+	addr     string
+	certs    string // devca directory: kbs, admin, auditor, loader
+	simDir   string
+	serverID string
+}
+
+// startBroker starts a broker on 127.0.0.1 with mTLS; admin is in
+// AdminIDs, auditor in AuditorIDs, loader in neither.
+func startBroker(t *testing.T) *broker {
+	t.Helper()
+	certs := filepath.Join(t.TempDir(), "certs")
+	td := spiffeid.RequireTrustDomainFromString(testTD)
+	if _, err := devca.WriteDir(certs, td, []string{"kbs", "admin", "auditor", "loader"}, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	simDir := newSim(t)
+	src, err := identity.Open(t.Context(), identity.Config{
+		SVIDCert: filepath.Join(certs, "kbs.pem"),
+		SVIDKey:  filepath.Join(certs, "kbs-key.pem"),
+		Bundle:   filepath.Join(certs, devca.BundleFile),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { src.Close() })
+	srv, err := server.New(server.Config{
+		Store:      storetest.Open(t),
+		Verifier:   simVerifier(t, simDir),
+		Simulated:  true,
+		AdminIDs:   []string{"spiffe://" + testTD + "/admin"},
+		AuditorIDs: []string{"spiffe://" + testTD + "/auditor"},
+		Now:        time.Now,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	creds, err := identity.ServerCredentials(src, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := grpc.NewServer(append(srv.ServerOptions(), grpc.Creds(creds))...)
+	srv.Register(g)
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go g.Serve(lis)
+	t.Cleanup(g.Stop)
+	return &broker{addr: lis.Addr().String(), certs: certs, simDir: simDir, serverID: "spiffe://" + testTD + "/kbs"}
+}
+
+// as returns args followed by the connection flags of identity name.
+func (b *broker) as(name string, args ...string) []string {
+	return append(slices.Clone(args),
+		"--kbs", b.addr, "--kbs-spiffe-id", b.serverID,
+		"--svid-cert", filepath.Join(b.certs, name+".pem"),
+		"--svid-key", filepath.Join(b.certs, name+"-key.pem"),
+		"--bundle", filepath.Join(b.certs, devca.BundleFile),
+		"--timeout", "10s")
+}
+
+// run runs kbsctl as identity name against the broker.
+func (b *broker) run(t *testing.T, name string, args ...string) result {
+	t.Helper()
+	return kbsctl(t, b.as(name, args...)...)
+}
+
+// mustRun runs kbsctl as admin and fails the test unless it exits 0.
+func (b *broker) mustRun(t *testing.T, args ...string) result {
+	t.Helper()
+	r := b.run(t, "admin", args...)
+	if r.code != exitOK {
+		t.Fatalf("kbsctl %q: %v", args, r)
+	}
+	return r
+}
+
+// quote writes a simulated quote of the broker's platform to a temp file.
+func (b *broker) quote(t *testing.T, extra ...string) string {
+	t.Helper()
+	out := filepath.Join(t.TempDir(), "td.quote")
+	if r := kbsctl(t, append([]string{"dev", "tdxsim", "quote", "--dir", b.simDir, "--out", out}, extra...)...); r.code != exitOK {
+		t.Fatalf("tdxsim quote: %v", r)
+	}
+	return out
+}
