@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"os"
 	"runtime"
@@ -217,8 +218,9 @@ func chunkLen(total uint64, chunkSize int, idx uint64) int {
 }
 
 // decryptStream opens the n chunks of t read from src (positioned after the
-// header), writes the plaintext to t.out and returns its SHA-256.
-func (e *engine) decryptStream(t *fileTask, src io.Reader, length uint64, nchunks uint64) ([sha256Size]byte, error) {
+// header), writes the plaintext to t.out and returns its SHA-256 (zero if
+// skipHash).
+func (e *engine) decryptStream(t *fileTask, src io.Reader, length uint64, nchunks uint64, skipHash bool) ([sha256Size]byte, error) {
 	s := t.slot
 	order := make(chan *job, s.size)
 	readErr := make(chan error, 1)
@@ -227,13 +229,18 @@ func (e *engine) decryptStream(t *fileTask, src io.Reader, length uint64, nchunk
 		readErr <- e.feedDecrypt(t, src, length, nchunks, order)
 	}()
 
-	h := sha256.New()
+	var h hash.Hash
+	if !skipHash {
+		h = sha256.New()
+	}
 	var firstErr error
 	for j := range order {
 		// Every job in order was handed to a worker, which always answers.
 		err := <-j.done
 		if err == nil && firstErr == nil {
-			h.Write(j.data)
+			if h != nil {
+				h.Write(j.data)
+			}
 			e.report(len(j.data))
 		}
 		if err != nil && firstErr == nil {
@@ -249,7 +256,9 @@ func (e *engine) decryptStream(t *fileTask, src io.Reader, length uint64, nchunk
 	if firstErr != nil {
 		return sum, firstErr
 	}
-	h.Sum(sum[:0])
+	if h != nil {
+		h.Sum(sum[:0])
+	}
 	return sum, nil
 }
 

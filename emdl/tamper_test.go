@@ -242,6 +242,19 @@ func TestExtended(t *testing.T) {
 	})
 }
 
+func TestSkipPlaintextHashStillAuthenticates(t *testing.T) {
+	skip := emdl.DecryptOptions{SkipPlaintextHash: true}
+	model := fixtureModel(t)
+	edit(t, model, "weights/w.bin", xorAt(fileHdr+encChunk+3, 0x04))
+	decryptFixture(t, model, skip, emdl.ErrTampered, "weights/w.bin")
+	model = fixtureModel(t)
+	edit(t, model, "weights/w.bin", func(b []byte) []byte { return b[:len(b)-encChunk] })
+	decryptFixture(t, model, skip, emdl.ErrTruncated, "weights/w.bin")
+	model = fixtureModel(t)
+	edit(t, model, "a.bin", xorAt(40, 0x04))
+	decryptFixture(t, model, skip, emdl.ErrTampered, "a.bin")
+}
+
 func TestReorderedChunks(t *testing.T) {
 	model := fixtureModel(t)
 	edit(t, model, "weights/w.bin", func(b []byte) []byte {
@@ -464,6 +477,12 @@ func TestUnsafeManifestEntries(t *testing.T) {
 		if !strings.Contains(err.Error(), "SHA-256") {
 			t.Errorf("message %q does not name the hash", err)
 		}
+		// SkipPlaintextHash skips exactly this check.
+		out, err := decrypt(t, fixtureKey, model, emdl.DecryptOptions{SkipPlaintextHash: true})
+		if err != nil {
+			t.Fatalf("SkipPlaintextHash: %v", err)
+		}
+		assertTree(t, out, fixture)
 	})
 	t.Run("wrong size", func(t *testing.T) {
 		model := fixtureModel(t)
