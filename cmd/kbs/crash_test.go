@@ -77,7 +77,7 @@ func TestKillDurability(t *testing.T) {
 	t.Logf("seed %d", seed)
 	rng := rand.New(rand.NewPCG(seed, 1))
 	f := newFixture(t)
-	args := f.serveArgs("--metrics-listen", "", "--log-level", "warn")
+	args := f.serveArgs("--metrics-listen", "")
 	a := &acked{versions: map[string]uint32{}, policies: map[string]uint32{}}
 	pol := f.testPolicy()
 

@@ -83,13 +83,14 @@ type fixture struct {
 	td      spiffeid.TrustDomain
 	sim     *tdxsim.Simulator
 
+	owner   testing.TB // sources are closed when the owner's test ends
 	mu      sync.Mutex
 	sources map[string]identity.Source
 }
 
 func newFixture(t testing.TB) *fixture {
 	t.Helper()
-	f := &fixture{dir: t.TempDir(), td: spiffeid.RequireTrustDomainFromString("example.org")}
+	f := &fixture{dir: t.TempDir(), td: spiffeid.RequireTrustDomainFromString("example.org"), owner: t}
 	f.dataDir = filepath.Join(f.dir, "data")
 	f.certs = filepath.Join(f.dir, "certs")
 	f.simDir = filepath.Join(f.dir, "tdxsim")
@@ -134,7 +135,8 @@ func (f *fixture) id(name string) spiffeid.ID {
 }
 
 // source returns the identity of a dev certs name (admin, loader, ...),
-// opened once per fixture.
+// opened once per fixture and closed when the fixture's test ends (not
+// t's, which may be a subtest).
 func (f *fixture) source(t testing.TB, name string) identity.Source {
 	t.Helper()
 	f.mu.Lock()
@@ -142,15 +144,19 @@ func (f *fixture) source(t testing.TB, name string) identity.Source {
 	if src := f.sources[name]; src != nil {
 		return src
 	}
+	certFile, keyFile, err := devca.SVIDFiles(name)
+	if err != nil {
+		t.Fatal(err)
+	}
 	src, err := identity.Open(context.Background(), identity.Config{
-		SVIDCert: filepath.Join(f.certs, name+".pem"),
-		SVIDKey:  filepath.Join(f.certs, name+"-key.pem"),
+		SVIDCert: filepath.Join(f.certs, certFile),
+		SVIDKey:  filepath.Join(f.certs, keyFile),
 		Bundle:   filepath.Join(f.certs, devca.BundleFile),
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { src.Close() })
+	f.owner.Cleanup(func() { src.Close() })
 	if f.sources == nil {
 		f.sources = map[string]identity.Source{}
 	}
