@@ -99,6 +99,7 @@ type envOptions struct {
 	maxPer     int
 	maxTotal   int
 	maxRequest int
+	register   func(*grpc.Server) // registers more services on the broker's server
 }
 
 // env is a running key broker on loopback mTLS: real keystore, real
@@ -182,6 +183,9 @@ func newEnv(t *testing.T, o envOptions) *env {
 	}
 	g := grpc.NewServer(append(srv.ServerOptions(), grpc.Creds(creds))...)
 	srv.Register(g)
+	if o.register != nil {
+		o.register(g)
+	}
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -431,4 +435,11 @@ func newForeignConn(t *testing.T, e *env) (*grpc.ClientConn, error) {
 	}
 	t.Cleanup(func() { c.Close() })
 	return c, nil
+}
+
+// noVerifier refuses every quote; for tests that never reach verification.
+type noVerifier struct{}
+
+func (noVerifier) Verify(context.Context, []byte) (*verifier.Claims, error) {
+	return nil, errors.New("test: no verifier")
 }

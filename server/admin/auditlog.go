@@ -17,7 +17,10 @@ import (
 // contains the record of its own request.
 func (s *Service) ListAuditRecords(ctx context.Context, req *kbsv1.ListAuditRecordsRequest) (*kbsv1.ListAuditRecordsResponse, error) {
 	var out *kbsv1.ListAuditRecordsResponse
-	err := s.call(ctx, "ListAuditRecords", req.GetKeyId(), func(e *audit.Entry) error {
+	// The record of a listing does not name the filter's key as its key:
+	// reading the log is not an operation on the key, and the listing of a
+	// key's records would otherwise grow with every page read.
+	err := s.call(ctx, "ListAuditRecords", "", func(e *audit.Entry) error {
 		n, err := pageSize(req.GetPageSize())
 		if err != nil {
 			return err
@@ -27,6 +30,7 @@ func (s *Service) ListAuditRecords(ctx context.Context, req *kbsv1.ListAuditReco
 			if err := validKeyID(req.GetKeyId()); err != nil {
 				return err
 			}
+			e.Details = map[string]string{"filter_key_id": req.GetKeyId()}
 		}
 		switch req.GetDecision() {
 		case kbsv1.Decision_DECISION_UNSPECIFIED:

@@ -45,8 +45,10 @@ func decodeToken(tok, kind string) (string, error) {
 	if tok == "" {
 		return "", nil
 	}
-	b, err := base64.RawURLEncoding.DecodeString(tok)
-	if err != nil {
+	// Strict, and re-encoded to compare: the decoder skips newlines, and a
+	// token has exactly one spelling.
+	b, err := base64.RawURLEncoding.Strict().DecodeString(tok)
+	if err != nil || base64.RawURLEncoding.EncodeToString(b) != tok {
 		return "", rpcstatus.Invalid("page_token: not a token this server issued")
 	}
 	pos, ok := strings.CutPrefix(string(b), kind+":")

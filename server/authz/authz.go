@@ -185,6 +185,9 @@ func WithGrant(ctx context.Context, g Grant) context.Context {
 // id if the request names one). It must run inside
 // rpcstatus.UnaryInterceptor, which supplies the request id.
 func (a *Authorizer) UnaryInterceptor(log AuditAppender, logger *slog.Logger) grpc.UnaryServerInterceptor {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
 	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
 		caller, err := identity.PeerID(ctx)
 		if err != nil {
