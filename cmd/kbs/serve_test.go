@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"slices"
@@ -386,5 +387,136 @@ func TestServeSIGINT(t *testing.T) {
 	}
 	if p.logLine("keystore closed") == nil {
 		t.Errorf("no orderly shutdown:\n%s", p.output())
+	}
+}
+
+// slowPCS is a collateral service serving the simulator's collateral, whose
+// answers wait until release is closed: a ReleaseKey stays in flight while
+// the test shuts kbs down.
+type slowPCS struct {
+	dir     string
+	hit     chan struct{} // receives once per request
+	release chan struct{}
+}
+
+func (s *slowPCS) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	select {
+	case s.hit <- struct{}{}:
+	default:
+	}
+	select {
+	case <-s.release:
+	case <-r.Context().Done():
+		return
+	}
+	k, err := collateral.KeyForURL(r.URL.String())
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusNotFound)
+		return
+	}
+	e, err := collateral.ReadEntry(s.dir, k)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusNotFound)
+		return
+	}
+	for name, vs := range e.Header() {
+		for _, v := range vs {
+			w.Header().Add(name, v)
+		}
+	}
+	w.Write(e.Body)
+}
+
+// TestServeGracefulShutdown: after SIGTERM health turns NOT_SERVING at once,
+// a release in flight still completes, and kbs exits 0; with a short
+// --shutdown-timeout an endless call is cut off and kbs still exits 0.
+func TestServeGracefulShutdown(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		timeout string
+		finish  bool // let the in-flight call finish
+	}{
+		{"in-flight call completes", "20s", true},
+		{"timeout cuts off", "500ms", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFixture(t)
+			pcs := &slowPCS{dir: filepath.Join(f.simDir, "collateral"), hit: make(chan struct{}, 1), release: make(chan struct{})}
+			srv := httptest.NewServer(pcs)
+			defer srv.Close()
+			defer func() {
+				select {
+				case <-pcs.release:
+				default:
+					close(pcs.release)
+				}
+			}()
+			p := start(t, nil, f.serveArgs("--pcs-url", srv.URL, "--shutdown-timeout", tc.timeout)...)
+			healthAddr, grpcAddr := p.addr(t, "health"), p.addr(t, "grpc")
+			waitServing(t, healthAddr)
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			admin := kbsv1.NewAdminServiceClient(f.dial(t, grpcAddr, "admin"))
+			if _, err := admin.CreateKey(ctx, &kbsv1.CreateKeyRequest{KeyId: "k"}); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := admin.PutPolicy(ctx, &kbsv1.PutPolicyRequest{KeyId: "k", Policy: f.testPolicy()}); err != nil {
+				t.Fatal(err)
+			}
+			kb := kbsv1.NewKeyBrokerServiceClient(f.dial(t, grpcAddr, "loader"))
+			result := make(chan error, 1)
+			go func() {
+				dek, err := f.release(ctx, kb, "k")
+				clear(dek)
+				result <- err
+			}()
+			select {
+			case <-pcs.hit: // the release is waiting for collateral
+			case <-time.After(20 * time.Second):
+				t.Fatal("the release never fetched collateral")
+			}
+
+			if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+				t.Fatal(err)
+			}
+			for deadline := time.Now().Add(10 * time.Second); ; {
+				st, err := healthStatus(ctx, healthAddr, "")
+				if err == nil && st == healthpb.HealthCheckResponse_NOT_SERVING {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("health still %v %v after SIGTERM", st, err)
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+			select {
+			case <-p.done:
+				t.Fatal("kbs exited with a call in flight")
+			default:
+			}
+
+			if tc.finish {
+				close(pcs.release)
+				if err := <-result; err != nil {
+					t.Errorf("the in-flight release failed: %v", err)
+				}
+			} else if err := <-result; err == nil {
+				t.Error("the cut-off release succeeded")
+			}
+			select {
+			case <-p.done:
+			case <-time.After(20 * time.Second):
+				t.Fatal("kbs did not exit")
+			}
+			if code := p.cmd.ProcessState.ExitCode(); code != 0 {
+				t.Errorf("exit %d:\n%s", code, p.output())
+			}
+			if timedOut := p.logLine("graceful stop timed out; closing the remaining connections") != nil; timedOut == tc.finish {
+				t.Errorf("graceful stop timed out: %v:\n%s", timedOut, p.output())
+			}
+			if p.logLine("keystore closed") == nil {
+				t.Errorf("keystore not closed:\n%s", p.output())
+			}
+		})
 	}
 }
