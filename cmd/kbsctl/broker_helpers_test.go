@@ -12,12 +12,15 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/grpc"
 
+	"github.com/cml-project/cml/client"
+	"github.com/cml-project/cml/emdl"
 	"github.com/cml-project/cml/identity"
 	"github.com/cml-project/cml/identity/devca"
 	"github.com/cml-project/cml/server"
@@ -152,6 +155,70 @@ func (b *broker) quote(t *testing.T, extra ...string) string {
 	out := filepath.Join(t.TempDir(), "td.quote")
 	if r := kbsctl(t, append([]string{"dev", "tdxsim", "quote", "--dir", b.simDir, "--out", out}, extra...)...); r.code != exitOK {
 		t.Fatalf("tdxsim quote: %v", r)
+	}
+	return out
+}
+
+// cliCase is one invocation and what it must print on stderr.
+type cliCase struct {
+	who  string // identity: admin, auditor, loader
+	args []string
+	code int
+	msg  string // substring of stderr
+}
+
+// check runs every case against b.
+func (b *broker) check(t *testing.T, cases []cliCase) {
+	t.Helper()
+	for _, tc := range cases {
+		r := b.run(t, tc.who, tc.args...)
+		if r.code != tc.code || !strings.Contains(r.stderr, tc.msg) {
+			t.Errorf("%s: kbsctl %q: want exit %d and %q: %v", tc.who, tc.args, tc.code, tc.msg, r)
+		}
+		if tc.code != exitOK && r.stdout != "" && tc.code != exitRefused {
+			t.Errorf("%s: kbsctl %q: failed but wrote to stdout: %q", tc.who, tc.args, r.stdout)
+		}
+	}
+}
+
+// tempFile writes data to name in a new temp dir and returns its path.
+func tempFile(t *testing.T, name, data string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), name)
+	if err := os.WriteFile(p, []byte(data), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// exportKey gets version of keyID from the broker as the admin, in memory.
+func (b *broker) exportKey(t *testing.T, keyID string, version uint32) *client.ReleasedKey {
+	t.Helper()
+	c, err := client.New(t.Context(), b.addr,
+		client.WithServerID(spiffeid.RequireFromString(b.serverID)),
+		client.WithSVIDFiles(filepath.Join(b.certs, "admin.pem"), filepath.Join(b.certs, "admin-key.pem"), filepath.Join(b.certs, devca.BundleFile)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	rk, err := c.ExportKey(t.Context(), keyID, version)
+	if err != nil {
+		t.Fatalf("export %s version %d: %v", keyID, version, err)
+	}
+	return rk
+}
+
+// decryptWithExport decrypts the model enc with version of keyID exported
+// from the broker (never written to disk) and checks that the model says
+// it was encrypted under that key id and version. It returns the output
+// directory.
+func decryptWithExport(t *testing.T, b *broker, keyID string, version uint32, enc string) string {
+	t.Helper()
+	rk := b.exportKey(t, keyID, version)
+	defer rk.Zero()
+	out := filepath.Join(t.TempDir(), "plain")
+	if _, err := emdl.Decrypt(t.Context(), rk.Key, enc, out, emdl.DecryptOptions{KeyID: keyID, KeyVersion: version}); err != nil {
+		t.Fatalf("decrypt %s with %s version %d from the broker: %v", enc, keyID, version, err)
 	}
 	return out
 }

@@ -1,7 +1,9 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -263,15 +265,23 @@ func keyHint(reason string) string {
 
 // jsonOptions print protobuf messages for --json and for policies: proto
 // field names (spiffe_ids, not spiffeIds), as in the .proto files.
-var jsonOptions = protojson.MarshalOptions{Multiline: true, Indent: "  ", UseProtoNames: true}
+var jsonOptions = protojson.MarshalOptions{UseProtoNames: true}
 
-// printJSON writes m as JSON followed by a newline.
+// printJSON writes m as indented JSON followed by a newline. protojson
+// deliberately varies its whitespace between builds; re-indenting with
+// encoding/json makes the output stable, so that saved policies diff
+// cleanly.
 func printJSON(w io.Writer, m proto.Message) error {
 	b, err := jsonOptions.Marshal(m)
 	if err != nil {
 		return fmt.Errorf("encode %s as JSON: %w", m.ProtoReflect().Descriptor().Name(), err)
 	}
-	_, err = fmt.Fprintf(w, "%s\n", b)
+	var out bytes.Buffer
+	if err := json.Indent(&out, b, "", "  "); err != nil {
+		return fmt.Errorf("encode %s as JSON: %w", m.ProtoReflect().Descriptor().Name(), err)
+	}
+	out.WriteByte('\n')
+	_, err = w.Write(out.Bytes())
 	return err
 }
 

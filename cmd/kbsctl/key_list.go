@@ -4,6 +4,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"strings"
 	"text/tabwriter"
 
 	kbsv1 "github.com/cml-project/cml/proto/cml/kbs/v1"
@@ -76,7 +77,7 @@ func (c *keyList) run(ctx context.Context, e *env, _ []string) error {
 		}
 		desc := k.GetDescription()
 		if r := []rune(desc); len(r) > 40 {
-			desc = string(r[:39]) + "…"
+			desc = strings.TrimRight(string(r[:39]), " ") + "…"
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\t%s\t%s\n", sanitize(k.GetKeyId()), keyState(k.GetState()), k.GetPrimaryVersion(),
 			len(k.GetVersions()), pol, formatTS(k.GetUpdateTime()), sanitize(desc))
