@@ -520,3 +520,28 @@ func TestServeGracefulShutdown(t *testing.T) {
 		})
 	}
 }
+
+// FuzzServeCommandLine: any command line and environment value gives a
+// configuration or a usage error — never a panic, never another exit code.
+func FuzzServeCommandLine(f *testing.F) {
+	f.Add("--data-dir /d --svid-cert c --svid-key k --bundle b", "KBS_ADMIN_IDS", "spiffe://x/a,spiffe://x/b/*")
+	f.Add("--data-dir /d --spiffe-socket /s --collateral-dir /c --pcs-url https://x", "KBS_LOG_LEVEL", "warn")
+	f.Add("--data-dir=/d --spiffe-socket=/s --challenge-ttl=1h1s", "KBS_METRICS_LISTEN", "")
+	f.Add("--help", "CML_KEK", "00")
+	f.Fuzz(func(t *testing.T, line, envName, envValue string) {
+		cfg, code, _ := parseServe(t, map[string]string{envName: envValue}, strings.Fields(line)...)
+		switch code {
+		case exitOK:
+			if cfg == nil {
+				return // --help
+			}
+			if cfg.dataDir == "" || cfg.listen == "" || cfg.healthListen == "" || cfg.challengeTTL <= 0 ||
+				(cfg.spiffeSocket == "") == (cfg.svidCert == "") {
+				t.Errorf("accepted an invalid configuration: %+v", *cfg)
+			}
+		case exitUsage:
+		default:
+			t.Errorf("exit %d", code)
+		}
+	})
+}
