@@ -85,6 +85,7 @@ func Decrypt(ctx context.Context, key []byte, in, out string, opts DecryptOption
 	if err := ctx.Err(); err != nil {
 		return Summary{}, err
 	}
+	in, out = filepath.Clean(in), filepath.Clean(out)
 	inRoot, err := os.OpenRoot(in)
 	if err != nil {
 		return Summary{}, &Error{Path: in, Err: err, Reason: "opening model"}

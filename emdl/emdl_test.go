@@ -268,6 +268,24 @@ func TestRoundTripSingleFile(t *testing.T) {
 	}
 }
 
+func TestRelativeAndSlashedPaths(t *testing.T) {
+	files := map[string]file{"d/x": {data: []byte("x")}, "y": {data: nil}}
+	in := writeTree(t, files)
+	base := t.TempDir()
+	t.Chdir(base)
+	rel, err := filepath.Rel(base, in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := emdl.Encrypt(context.Background(), testKey(4), rel+"/", "model/", encryptOpts()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := emdl.Decrypt(context.Background(), testKey(4), "./model/", "out", emdl.DecryptOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	assertTree(t, filepath.Join(base, "out"), files)
+}
+
 func TestRoundTripDefaultChunkSize(t *testing.T) {
 	files := map[string]file{
 		"a": {data: randBytes(5, emdl.DefaultChunkSize*2+17)},

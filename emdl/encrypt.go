@@ -72,6 +72,7 @@ func Encrypt(ctx context.Context, key []byte, in, out string, opts EncryptOption
 	if err := ctx.Err(); err != nil {
 		return Summary{}, err
 	}
+	in, out = filepath.Clean(in), filepath.Clean(out)
 
 	files, single, err := listInput(in)
 	if err != nil {
