@@ -23,6 +23,7 @@ type output struct {
 	dst     string
 	staging string // "" when dst was absent: emdl.Decrypt creates dst itself
 	target  string // the path given to emdl.Decrypt
+	moving  bool   // commit has started moving entries into dst
 }
 
 // prepareDst checks dst and decides how the model gets there:
@@ -86,9 +87,11 @@ func prepareDst(dst string, log *slog.Logger) (*output, error) {
 	return &output{dst: dst, staging: staging, target: filepath.Join(staging, "model")}, nil
 }
 
-// abort removes what a failed run wrote (emdl has removed its partial).
+// abort removes what a failed run wrote (emdl has removed its partial). If
+// commit failed half-way, the entries already moved into dst stay there with
+// the staging directory, and the next run removes them all.
 func (o *output) abort() {
-	if o.staging != "" {
+	if o.staging != "" && !o.moving {
 		os.RemoveAll(o.staging)
 	}
 }
@@ -103,24 +106,22 @@ func (o *output) commit(src string, single bool) error {
 	if single {
 		name, err := singleFileName(src)
 		if err != nil {
-			o.abort()
 			return err
 		}
 		moves = append(moves, [2]string{o.target, filepath.Join(o.dst, name)})
 	} else {
 		entries, err := os.ReadDir(o.target)
 		if err != nil {
-			o.abort()
 			return fmt.Errorf("loader: reading the decrypted model: %w", err)
 		}
 		for _, e := range entries {
 			if e.Name() == StagingName {
-				o.abort()
 				return fmt.Errorf("loader: the model has a top-level entry named %s, which --dst as a directory reserves: %w (give a --dst path that does not exist)", StagingName, emdl.ErrUnsafePath)
 			}
 			moves = append(moves, [2]string{filepath.Join(o.target, e.Name()), filepath.Join(o.dst, e.Name())})
 		}
 	}
+	o.moving = true
 	for _, m := range moves {
 		if _, err := os.Lstat(m[1]); !errors.Is(err, fs.ErrNotExist) {
 			return fmt.Errorf("loader: %s appeared in --dst while the model was being decrypted", m[1])

@@ -102,6 +102,12 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 	if err != nil {
 		return Summary{}, err
 	}
+	done := false
+	defer func() {
+		if !done {
+			out.abort() // a failed run leaves --dst as it found it
+		}
+	}()
 
 	attStart := now()
 	rk, err := release(ctx, &cfg, info.KeyVersion)
@@ -121,12 +127,12 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 	sum, err := emdl.Decrypt(ctx, rk.Key, cfg.Src, out.target, emdl.DecryptOptions{KeyID: cfg.KeyID, KeyVersion: info.KeyVersion})
 	rk.Zero()
 	if err != nil {
-		out.abort()
 		return Summary{}, fmt.Errorf("loader: decrypting %s: %w", cfg.Src, err)
 	}
 	if err := out.commit(cfg.Src, info.SingleFile); err != nil {
 		return Summary{}, err
 	}
+	done = true
 	end := now()
 
 	s := Summary{
@@ -264,4 +270,3 @@ func joinList(s []string) string {
 	}
 	return out
 }
-

@@ -13,7 +13,9 @@
 //	rk, err := c.ReleaseKey(ctx, "llama", 0, b.Quoter())
 //
 // With Options.Deferred the broker's address is reserved but nothing listens
-// on it until Serve, to test clients that start first.
+// on it until Serve, to test clients that start first. The harness's own
+// admin calls (ImportKey, PutPolicy, RotateKey) go to the same services over
+// a private in-memory listener, so they work before Serve.
 //
 // Test-only: the CA, the simulator and the keystore's KEK live in memory or
 // in t.TempDir().
@@ -28,6 +30,7 @@ import (
 	"errors"
 	"log/slog"
 	"net"
+	"path/filepath"
 	"sync"
 	"syscall"
 	"testing"
@@ -87,6 +90,7 @@ type Broker struct {
 	Logs     *SyncBuffer // the server's JSON log
 
 	g      *grpc.Server
+	setup  *bufconn.Listener // always served: ImportKey and PutPolicy work before Serve
 	buf    *bufconn.Listener
 	mu     sync.Mutex
 	lis    net.Listener
@@ -160,6 +164,13 @@ func New(t testing.TB, o Options) *Broker {
 	srv.Register(g)
 
 	b := &Broker{KBSID: KBSID, LoaderID: LoaderID, AdminID: AdminID, CA: ca, Sim: sim, Store: st, Logs: logs, g: g}
+	// A second gRPC server over the same services, in memory, for the
+	// harness's own admin calls.
+	gSetup := grpc.NewServer(append(srv.ServerOptions(), grpc.Creds(creds))...)
+	srv.Register(gSetup)
+	b.setup = bufconn.Listen(1 << 20)
+	go gSetup.Serve(b.setup)
+	t.Cleanup(gSetup.Stop)
 	if o.Bufconn {
 		b.buf = bufconn.Listen(1 << 20)
 		b.Addr = "passthrough:///kbs.bufconn"
@@ -305,12 +316,29 @@ func (b *Broker) adminClient(t testing.TB) kbsv1.AdminServiceClient {
 	if err != nil {
 		t.Fatal(err)
 	}
-	conn, err := grpc.NewClient(b.Addr, append([]grpc.DialOption{grpc.WithTransportCredentials(creds)}, b.DialOptions()...)...)
+	conn, err := grpc.NewClient("passthrough:///kbs.setup",
+		grpc.WithTransportCredentials(creds),
+		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return b.setup.DialContext(ctx) }))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
 	return kbsv1.NewAdminServiceClient(conn)
+}
+
+// WriteSVIDFiles writes an SVID for the devca name (spiffe://example.org/
+// plus name, e.g. "ns/ml/sa/loader") and the trust bundle into dir, and
+// returns the three file paths, for the files mode of package identity.
+func (b *Broker) WriteSVIDFiles(t testing.TB, dir, name string) (cert, key, bundle string) {
+	t.Helper()
+	if _, err := b.CA.WriteDir(dir, []string{name}, time.Hour); err != nil {
+		t.Fatalf("clienttest: writing SVID files: %v", err)
+	}
+	c, k, err := devca.SVIDFiles(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return filepath.Join(dir, c), filepath.Join(dir, k), filepath.Join(dir, devca.BundleFile)
 }
 
 // SyncBuffer is a bytes.Buffer safe for concurrent writers.

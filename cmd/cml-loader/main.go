@@ -1,12 +1,24 @@
-// Command cml-loader is not implemented yet; a later issue adds it.
+// Command cml-loader is the Kubernetes init container of the Confidential
+// Model Loader: it attests to the key broker with a TDX quote and its
+// SPIFFE identity, receives the model key, decrypts the model into a volume
+// and exits. See docs/loader.md, or run cml-loader --help.
+//
+// main only wires the process to run (cli.go); package loader holds the
+// logic.
 package main
 
 import (
-	"fmt"
+	"context"
 	"os"
+	"os/signal"
+	"syscall"
 )
 
 func main() {
-	fmt.Fprintln(os.Stderr, "cml-loader: not yet implemented")
-	os.Exit(2)
+	// SIGTERM (the pod is deleted) cancels ctx: the loader stops and removes
+	// its partial output.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.LookupEnv, os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
 }
