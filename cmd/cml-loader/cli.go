@@ -229,14 +229,15 @@ func loaderConfig(c *cliConfig, log *slog.Logger) (loader.Config, error) {
 		PostQuantum: c.postQuantum,
 		Logger:      log,
 	}
-	if c.kbsID == "" {
-		return cfg, errors.New("missing --kbs-spiffe-id (CML_KBS_SPIFFE_ID): the loader only talks to a broker whose identity it knows")
+	// An empty --kbs-spiffe-id is reported by loader.Run with the other
+	// missing settings.
+	if c.kbsID != "" {
+		id, err := spiffeid.FromString(c.kbsID)
+		if err != nil {
+			return cfg, fmt.Errorf("invalid --kbs-spiffe-id %q: %v", c.kbsID, err)
+		}
+		cfg.KBSID = id
 	}
-	id, err := spiffeid.FromString(c.kbsID)
-	if err != nil {
-		return cfg, fmt.Errorf("invalid --kbs-spiffe-id %q: %v", c.kbsID, err)
-	}
-	cfg.KBSID = id
 	if c.timeout <= 0 {
 		return cfg, fmt.Errorf("--timeout %s must be positive", c.timeout)
 	}
