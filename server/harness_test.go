@@ -389,6 +389,9 @@ func (e *env) checkNoSecrets(secrets ...[]byte) {
 		auditText.WriteString(strings.ToLower(hex.EncodeToString(raw)))
 	}
 	logs := e.logs.String()
+	if !strings.Contains(logs, `"msg":"rpc"`) {
+		e.t.Fatal("no log lines captured: the secret search would prove nothing")
+	}
 	for _, s := range secrets {
 		if len(s) == 0 {
 			continue
