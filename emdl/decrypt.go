@@ -75,6 +75,7 @@ func Inspect(dir string) (Info, error) {
 // appears at out unless every chunk, every plaintext hash and the manifest
 // verified: the output is written under a temporary name beside out and
 // renamed into place at the end; on error or cancellation it is removed.
+// in may be a symlink to the model directory; nothing below it may be.
 func Decrypt(ctx context.Context, key []byte, in, out string, opts DecryptOptions) (Summary, error) {
 	if len(key) != KeySize {
 		return Summary{}, fmt.Errorf("emdl: key must be %d bytes, not %d", KeySize, len(key))
