@@ -12,6 +12,9 @@ import (
 	kbsv1 "github.com/cml-project/cml/proto/cml/kbs/v1"
 )
 
+// maxPageSize is the largest page the broker returns.
+const maxPageSize = 1000
+
 type auditList struct {
 	conn     connFlags
 	key      string
@@ -19,6 +22,7 @@ type auditList struct {
 	since    string
 	until    string
 	limit    int
+	pageSize int
 	json     bool
 }
 
@@ -55,6 +59,7 @@ Examples:
 			fs.StringVar(&c.since, "since", "", "only records at or after `T`")
 			fs.StringVar(&c.until, "until", "", "only records before `T`")
 			fs.IntVar(&c.limit, "limit", 0, "print at most `N` records (default: all)")
+			fs.IntVar(&c.pageSize, "page-size", maxPageSize, "records fetched per call, `N` (1 to 1000)")
 			fs.BoolVar(&c.json, "json", false, "print the records as JSON")
 			return c.run
 		},
@@ -98,6 +103,9 @@ func (c *auditList) run(ctx context.Context, e *env, _ []string) error {
 	if c.limit < 0 {
 		return usagef("list: --limit %d: want 0 (all) or more", c.limit)
 	}
+	if c.pageSize < 1 || c.pageSize > maxPageSize {
+		return usagef("list: --page-size %d: want 1 to %d", c.pageSize, maxPageSize)
+	}
 
 	kc, err := c.conn.dial(ctx, e)
 	if err != nil {
@@ -106,9 +114,9 @@ func (c *auditList) run(ctx context.Context, e *env, _ []string) error {
 	defer kc.Close()
 	all := &kbsv1.ListAuditRecordsResponse{}
 	for {
-		req.PageSize = 1000
+		req.PageSize = int32(c.pageSize)
 		if c.limit > 0 {
-			req.PageSize = int32(min(1000, c.limit-len(all.Records)))
+			req.PageSize = int32(min(c.pageSize, c.limit-len(all.Records)))
 		}
 		cctx, cancel := kc.call(ctx)
 		resp, err := kc.Admin().ListAuditRecords(cctx, req)

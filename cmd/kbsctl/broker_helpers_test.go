@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -24,6 +25,7 @@ import (
 	"github.com/cml-project/cml/identity"
 	"github.com/cml-project/cml/identity/devca"
 	"github.com/cml-project/cml/server"
+	"github.com/cml-project/cml/server/store"
 	"github.com/cml-project/cml/server/store/storetest"
 	"github.com/cml-project/cml/tdx/collateral"
 	"github.com/cml-project/cml/tdx/tdxsim"
@@ -78,28 +80,42 @@ type broker struct {
 	serverID string
 }
 
-// startBroker starts a broker on 127.0.0.1 with mTLS; admin is in
-// AdminIDs, auditor in AuditorIDs, loader in neither.
+// startBroker starts a broker on 127.0.0.1 with mTLS and a new store;
+// admin is in AdminIDs, auditor in AuditorIDs, loader in neither.
 func startBroker(t *testing.T) *broker {
+	t.Helper()
+	b := newBroker(t)
+	b.serve(t, storetest.Open(t))
+	return b
+}
+
+// newBroker writes the identities (kbs, admin, auditor, loader) and the
+// simulated platform of a broker, without starting it.
+func newBroker(t *testing.T) *broker {
 	t.Helper()
 	certs := filepath.Join(t.TempDir(), "certs")
 	td := spiffeid.RequireTrustDomainFromString(testTD)
 	if _, err := devca.WriteDir(certs, td, []string{"kbs", "admin", "auditor", "loader"}, time.Hour); err != nil {
 		t.Fatal(err)
 	}
-	simDir := newSim(t)
+	return &broker{certs: certs, simDir: newSim(t), serverID: "spiffe://" + testTD + "/kbs"}
+}
+
+// serve starts the broker over st on a new loopback port and returns a
+// function that stops it (also run by t.Cleanup).
+func (b *broker) serve(t *testing.T, st *store.Store) (stop func()) {
+	t.Helper()
 	src, err := identity.Open(t.Context(), identity.Config{
-		SVIDCert: filepath.Join(certs, "kbs.pem"),
-		SVIDKey:  filepath.Join(certs, "kbs-key.pem"),
-		Bundle:   filepath.Join(certs, devca.BundleFile),
+		SVIDCert: filepath.Join(b.certs, "kbs.pem"),
+		SVIDKey:  filepath.Join(b.certs, "kbs-key.pem"),
+		Bundle:   filepath.Join(b.certs, devca.BundleFile),
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { src.Close() })
 	srv, err := server.New(server.Config{
-		Store:      storetest.Open(t),
-		Verifier:   simVerifier(t, simDir),
+		Store:      st,
+		Verifier:   simVerifier(t, b.simDir),
 		Simulated:  true,
 		AdminIDs:   []string{"spiffe://" + testTD + "/admin"},
 		AuditorIDs: []string{"spiffe://" + testTD + "/auditor"},
@@ -119,8 +135,16 @@ func startBroker(t *testing.T) *broker {
 		t.Fatal(err)
 	}
 	go g.Serve(lis)
-	t.Cleanup(g.Stop)
-	return &broker{addr: lis.Addr().String(), certs: certs, simDir: simDir, serverID: "spiffe://" + testTD + "/kbs"}
+	b.addr = lis.Addr().String()
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			g.Stop()
+			src.Close()
+		})
+	}
+	t.Cleanup(stop)
+	return stop
 }
 
 // as returns args followed by the connection flags of identity name.
@@ -221,4 +245,15 @@ func decryptWithExport(t *testing.T, b *broker, keyID string, version uint32, en
 		t.Fatalf("decrypt %s with %s version %d from the broker: %v", enc, keyID, version, err)
 	}
 	return out
+}
+
+// defaultPolicy is a policy that allows the loader in the simulator's
+// default TD.
+func defaultPolicy() string {
+	td := tdxsim.DefaultTDParams().JSON()
+	return `{
+  "spiffe_ids": ["spiffe://` + testTD + `/loader"],
+  "mrtd": ["` + td.MRTD + `"],
+  "rtmr0": ["` + td.RTMR[0] + `"]
+}`
 }

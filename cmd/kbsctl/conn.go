@@ -8,6 +8,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"strings"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -190,17 +191,21 @@ func (c *conn) explain(ctx context.Context, op string, err error, hint func(reas
 	if ctx.Err() != nil && (errors.Is(err, context.Canceled) || status.Code(err) == codes.Canceled) {
 		return fmt.Errorf("%s: interrupted: %w", op, context.Canceled)
 	}
+	if errors.Is(err, client.ErrServerIdentity) {
+		return withFix(fmt.Sprintf("%s: the server at %s is not the key broker kbsctl expects: %s", op, c.addr, strings.TrimPrefix(err.Error(), "client: ")),
+			"--kbs-spiffe-id must be the SPIFFE ID in the key broker's certificate; check it and --kbs")
+	}
 	reason, reqID := rpcDetail(err)
-	code := status.Code(err)
+	st, isStatus := innerStatus(err)
+	code := st.Code()
+	msg := st.Message()
 	var d *client.DeniedError
-	_, isStatus := status.FromError(err)
 	switch {
 	case errors.As(err, &d):
-		code = codes.PermissionDenied
+		code, msg = codes.PermissionDenied, d.Reason
 	case !isStatus:
 		return fmt.Errorf("%s: %w", op, err)
 	}
-	msg := status.Convert(err).Message()
 	what := msg
 	if t, ok := reasonText[reason]; ok && (msg == reason || msg == "") {
 		what = t
@@ -236,6 +241,16 @@ func (c *conn) explain(ctx context.Context, op string, err error, hint func(reas
 			"retry, or raise --timeout")
 	}
 	return withFix(fmt.Sprintf("%s: %s", op, what), fix)
+}
+
+// innerStatus returns the gRPC status err wraps, with the broker's own
+// message (status.FromError would return the whole wrapped text).
+func innerStatus(err error) (*status.Status, bool) {
+	var se interface{ GRPCStatus() *status.Status }
+	if errors.As(err, &se) {
+		return se.GRPCStatus(), true
+	}
+	return status.New(codes.Unknown, err.Error()), false
 }
 
 // withFix returns msg, followed by "; fix" if there is one.

@@ -78,7 +78,8 @@ func TestKeyListErrors(t *testing.T) {
 	}
 	// The wrong broker identity is refused by kbsctl before any call.
 	r := kbsctl(t, append(b.as("admin", "key", "list"), "--kbs-spiffe-id", "spiffe://example.org/impostor")...)
-	if r.code != exitFailure || !strings.Contains(r.stderr, "key list: ") || !strings.Contains(r.stderr, "--kbs-spiffe-id") {
+	if r.code != exitFailure || !strings.Contains(r.stderr, "key list: the server at "+b.addr+" is not the key broker kbsctl expects: ") ||
+		!strings.Contains(r.stderr, "--kbs-spiffe-id must be the SPIFFE ID in the key broker's certificate") {
 		t.Errorf("wrong --kbs-spiffe-id: %v", r)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -242,4 +243,121 @@ func TestModelEncryptInterrupted(t *testing.T) {
 		t.Errorf("cancelled encrypt: %v", r)
 	}
 	mustNotExist(t, out)
+}
+
+// listFiles returns every path under root, relative, sorted.
+func listFiles(t *testing.T, root string) []string {
+	t.Helper()
+	var paths []string
+	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(root, p)
+		paths = append(paths, rel)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return paths
+}
+
+func TestModelEncryptKBS(t *testing.T) {
+	b := startBroker(t)
+	// Everything kbsctl could write to outside --out: a sandbox for the
+	// model and the output, TMPDIR, and the working directory.
+	sandbox := t.TempDir()
+	tmp := t.TempDir()
+	t.Setenv("TMPDIR", tmp)
+	cwd, _ := os.Getwd()
+	cwdBefore := listFiles(t, cwd)
+	model := filepath.Join(sandbox, "model")
+	if err := os.CopyFS(model, os.DirFS(newModelDir(t))); err != nil {
+		t.Fatal(err)
+	}
+	before := listFiles(t, sandbox)
+
+	// The key does not exist: it is created, and version 1 is used.
+	enc := filepath.Join(sandbox, "enc")
+	r := b.run(t, "admin", "model", "encrypt", "--key-id", "llama", "--in", model, "--out", enc)
+	if r.code != exitOK || r.stderr != "" {
+		t.Fatalf("encrypt --kbs: %v", r)
+	}
+	for _, want := range []string{
+		"created key llama in the key broker (version 1); it has no release policy yet",
+		"using key llama version 1 from the key broker (export request id ",
+		"encrypted 5 files, 433496 bytes in ",
+	} {
+		if !strings.Contains(r.stdout, want) {
+			t.Errorf("output lacks %q:\n%s", want, r.stdout)
+		}
+	}
+	// No file besides the output, anywhere.
+	after := listFiles(t, sandbox)
+	var added []string
+	for _, p := range after {
+		if p != "enc" && !strings.HasPrefix(p, "enc"+string(filepath.Separator)) && !slices.Contains(before, p) {
+			added = append(added, p)
+		}
+	}
+	if len(added) != 0 {
+		t.Errorf("encrypt --kbs wrote files besides --out: %q", added)
+	}
+	if got := listFiles(t, tmp); len(got) != 1 { // "." itself
+		t.Errorf("encrypt --kbs wrote to TMPDIR: %q", got)
+	}
+	if got := listFiles(t, cwd); !slices.Equal(got, cwdBefore) {
+		t.Errorf("encrypt --kbs wrote to the working directory")
+	}
+	// The model decrypts with the broker's key, exported in memory.
+	sameTree(t, model, decryptWithExport(t, b, "llama", 1, enc))
+	// The export is audited.
+	if r := b.mustRun(t, "audit", "list", "--key", "llama"); !regexp.MustCompile(`(?m)^\d+ +\S+ +spiffe://example.org/admin +ExportKey +llama@1 +allow`).MatchString(r.stdout) {
+		t.Errorf("no audit record of the export:\n%s", r.stdout)
+	}
+
+	// The key exists and was rotated: its primary version 2 is used.
+	b.mustRun(t, "key", "rotate", "llama")
+	enc2 := filepath.Join(t.TempDir(), "enc2")
+	r = b.run(t, "admin", "model", "encrypt", "--key-id", "llama", "--in", model, "--out", enc2)
+	if r.code != exitOK || strings.Contains(r.stdout, "created key") || !strings.Contains(r.stdout, "using key llama version 2 ") {
+		t.Fatalf("encrypt with the primary version: %v", r)
+	}
+	if r := kbsctl(t, "model", "inspect", enc2, "--json"); !strings.Contains(r.stdout, `"key_version": 2`) {
+		t.Errorf("inspect: %v", r)
+	}
+	decryptWithExport(t, b, "llama", 2, enc2)
+
+	// --key-version picks another enabled version.
+	enc1 := filepath.Join(t.TempDir(), "enc1")
+	if r := b.run(t, "admin", "model", "encrypt", "--key-id", "llama", "--key-version", "1", "--in", model, "--out", enc1); r.code != exitOK || !strings.Contains(r.stdout, "using key llama version 1 ") {
+		t.Fatalf("encrypt --key-version 1: %v", r)
+	}
+	decryptWithExport(t, b, "llama", 1, enc1)
+}
+
+func TestModelEncryptKBSErrors(t *testing.T) {
+	b := startBroker(t)
+	model := newModelDir(t)
+	b.mustRun(t, "key", "create", "off")
+	b.mustRun(t, "key", "disable", "off")
+	out := filepath.Join(t.TempDir(), "enc")
+	b.check(t, []cliCase{
+		// The loader may not export keys (nor create them).
+		{"loader", []string{"model", "encrypt", "--key-id", "off", "--in", model, "--out", out}, exitRefused, "encrypt: key off: denied by the key broker: not authorized (not_authorized, request id "},
+		{"admin", []string{"model", "encrypt", "--key-id", "off", "--in", model, "--out", out}, exitFailure, "encrypt: key off is disabled in the key broker; models can only be encrypted under an enabled key"},
+		{"admin", []string{"model", "encrypt", "--key-id", "new", "--key-version", "3", "--in", model, "--out", out}, exitFailure, "no such key in the key broker, so there is no version 3"},
+		{"admin", []string{"model", "encrypt", "--key-id", "bad/id", "--in", model, "--out", out}, exitUsage, `--key-id "bad/id": character 4 is not allowed`},
+	})
+	b.mustRun(t, "key", "create", "on")
+	b.check(t, []cliCase{
+		{"admin", []string{"model", "encrypt", "--key-id", "on", "--key-version", "2", "--in", model, "--out", out}, exitFailure, "encrypt: key on: export version 2: no such key version (key_version_not_found"},
+	})
+	if _, err := os.Lstat(out); err == nil {
+		t.Error("a failed encrypt --kbs wrote --out")
+	}
+	if r := b.run(t, "admin", "key", "get", "new"); r.code != exitFailure || !strings.Contains(r.stderr, "key_not_found") {
+		t.Errorf("a refused encrypt --key-version created the key: %v", r)
+	}
 }

@@ -165,7 +165,7 @@ func (c *policyTest) run(ctx context.Context, e *env, _ []string) error {
 		if reasons == "" {
 			reasons = "no reason given" // a decision other than allow is a denial
 		}
-		return &codedError{code: exitRefused, err: fmt.Errorf("policy test: denied by the %s: %s", sanitize(label), sanitize(reasons))}
+		return &codedError{code: exitRefused, err: fmt.Errorf("policy test: denied by %s: %s", sanitize(label), sanitize(reasons))}
 	}
 	return nil
 }
