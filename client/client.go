@@ -35,10 +35,9 @@ type Client struct {
 	conn      *grpc.ClientConn
 	src       identity.Source
 	ownSource bool
-	// identityRejections counts TLS handshakes in which the broker's
-	// certificate was rejected; a call compares it before and after.
-	identityRejections atomic.Uint64
-	lastRejection      atomic.Pointer[error]
+	// lastRejection is the error of the latest TLS handshake if the
+	// broker's certificate was rejected in it, nil if it was accepted.
+	lastRejection atomic.Pointer[error]
 
 	broker kbsv1.KeyBrokerServiceClient
 	admin  kbsv1.AdminServiceClient
@@ -90,7 +89,8 @@ func New(ctx context.Context, addr string, opts ...Option) (*Client, error) {
 		err := verify(raw, chains)
 		if err != nil {
 			c.lastRejection.Store(&err)
-			c.identityRejections.Add(1)
+		} else {
+			c.lastRejection.Store(nil)
 		}
 		return err
 	}

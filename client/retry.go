@@ -73,16 +73,14 @@ func (c *Client) do(ctx context.Context, attempt func(context.Context) error) er
 	}
 	b := newBackoff()
 	for {
-		rejections := c.identityRejections.Load()
 		err := attempt(ctx)
 		if err == nil {
 			return nil
 		}
-		if c.identityRejections.Load() != rejections && status.Code(err) == codes.Unavailable {
-			if last := c.lastRejection.Load(); last != nil {
-				return fmt.Errorf("%w: %w (%w)", ErrServerIdentity, *last, err)
-			}
-			return fmt.Errorf("%w: %w", ErrServerIdentity, err)
+		// Unavailable while the latest handshake rejected the broker's
+		// certificate: the connection failed for that reason.
+		if last := c.lastRejection.Load(); last != nil && status.Code(err) == codes.Unavailable {
+			return fmt.Errorf("%w: %w (%w)", ErrServerIdentity, *last, err)
 		}
 		if c.opts.retryWait <= 0 || !retryable(err) || parent.Err() == context.Canceled {
 			return err

@@ -17,8 +17,6 @@ import (
 	"github.com/cml-project/cml/server/audit"
 	"github.com/cml-project/cml/tdx/quote"
 	"github.com/cml-project/cml/tdx/tdxsim"
-
-	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
 
 var auditAll = audit.Filter{Limit: 1000}
@@ -80,8 +78,6 @@ func (q blockingQuoter) GetQuote(ctx context.Context, _ [64]byte) ([]byte, error
 	<-ctx.Done()
 	return nil, ctx.Err()
 }
-
-var _ = spiffeid.ID{}
 
 // TestRerunAfterKill kills a loader process (SIGKILL) in the middle of a
 // run, then checks that a new run succeeds and leaves exactly the model:

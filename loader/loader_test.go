@@ -4,12 +4,16 @@ import (
 	"context"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/cml-project/cml/client"
 	"github.com/cml-project/cml/client/clienttest"
@@ -345,6 +349,44 @@ func TestRunUsage(t *testing.T) {
 		mut(&cfg)
 		if _, err := loader.Run(context.Background(), cfg); loader.ExitCode(err) != loader.ExitUsage {
 			t.Errorf("%s: %v, want a usage error", name, err)
+		}
+	}
+}
+
+func TestRunImpostorBroker(t *testing.T) {
+	f := newFixture(t, clienttest.Options{})
+	cfg := f.config(t, filepath.Join(f.out, "llama"))
+	cfg.KBSID = clienttest.AdminID // the broker presents KBSID, not this
+	start := time.Now()
+	_, err := loader.Run(context.Background(), cfg)
+	if code := loader.ExitCode(err); code != loader.ExitFailure || !errors.Is(err, client.ErrServerIdentity) {
+		t.Fatalf("Run against a broker with another SPIFFE ID: %v, exit %d, want 1", err, code)
+	}
+	if el := time.Since(start); el > 10*time.Second {
+		t.Errorf("an impostor was retried for %s", el)
+	}
+}
+
+func TestExitCode(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		want int
+	}{
+		{nil, 0},
+		{errors.New("x"), 1},
+		{&loader.UsageError{Msg: "x"}, 2},
+		{&client.DeniedError{Reason: "debug_td"}, 3},
+		{fmt.Errorf("wrapped: %w", &client.UnavailableError{What: "key broker", Err: errors.New("x")}), 4},
+		{status.Error(codes.Unavailable, "x"), 4},
+		{fmt.Errorf("%w: x", client.ErrServerIdentity), 1},
+		{&emdl.Error{Path: "a", Err: emdl.ErrTruncated}, 5},
+		{&emdl.Error{Path: "a", Err: emdl.ErrUnsafePath}, 5},
+		{&emdl.Error{Path: "a", Err: emdl.ErrOutputExists}, 1},
+		{&emdl.Error{Path: "a", Err: os.ErrPermission}, 1},
+		{fmt.Errorf("%w: x", loader.ErrKeyMismatch), 5},
+	} {
+		if got := loader.ExitCode(tc.err); got != tc.want {
+			t.Errorf("ExitCode(%v) = %d, want %d", tc.err, got, tc.want)
 		}
 	}
 }
