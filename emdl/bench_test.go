@@ -156,6 +156,92 @@ func BenchmarkDecrypt256MiB(b *testing.B) {
 	}
 }
 
+// BenchmarkCopy256MiB is the baseline the large benchmarks compare with: a
+// plain copy of the same file, as cp does it (copy_file_range where the
+// kernel offers it).
+func BenchmarkCopy256MiB(b *testing.B) {
+	dir := benchDir(b)
+	in := filepath.Join(dir, "plain.bin")
+	writeRandomFile(b, in, benchFileSize)
+	b.SetBytes(benchFileSize)
+	for i := 0; b.Loop(); i++ {
+		out := filepath.Join(dir, "copy-"+strconv.Itoa(i))
+		copyFile(b, in, out)
+		b.StopTimer()
+		os.Remove(out)
+		b.StartTimer()
+	}
+}
+
+func copyFile(b *testing.B, from, to string) {
+	src, err := os.Open(from)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer src.Close()
+	dst, err := os.Create(to)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer dst.Close()
+	if _, err := dst.ReadFrom(src); err != nil {
+		b.Fatal(err)
+	}
+}
+
+// BenchmarkDecrypt256MiBSkipHash is BenchmarkDecrypt256MiB without the
+// plaintext SHA-256 re-check (DecryptOptions.SkipPlaintextHash).
+func BenchmarkDecrypt256MiBSkipHash(b *testing.B) {
+	dir := benchDir(b)
+	in := filepath.Join(dir, "plain.bin")
+	writeRandomFile(b, in, benchFileSize)
+	key := make([]byte, KeySize)
+	model := filepath.Join(dir, "model")
+	if _, err := Encrypt(context.Background(), key, in, model, EncryptOptions{KeyID: "bench", KeyVersion: 1}); err != nil {
+		b.Fatal(err)
+	}
+	os.Remove(in)
+	b.ReportAllocs()
+	b.SetBytes(benchFileSize)
+	for i := 0; b.Loop(); i++ {
+		out := filepath.Join(dir, "out-"+strconv.Itoa(i))
+		if _, err := Decrypt(context.Background(), key, model, out, DecryptOptions{SkipPlaintextHash: true}); err != nil {
+			b.Fatal(err)
+		}
+		b.StopTimer()
+		os.Remove(out)
+		b.StartTimer()
+	}
+}
+
+// BenchmarkDecrypt8x32MiB decrypts a directory model of eight 32 MiB files:
+// files are processed in parallel.
+func BenchmarkDecrypt8x32MiB(b *testing.B) {
+	dir := benchDir(b)
+	in := filepath.Join(dir, "plain")
+	os.Mkdir(in, 0o755)
+	for i := range 8 {
+		writeRandomFile(b, filepath.Join(in, "shard-"+strconv.Itoa(i)), benchFileSize/8)
+	}
+	key := make([]byte, KeySize)
+	model := filepath.Join(dir, "model")
+	if _, err := Encrypt(context.Background(), key, in, model, EncryptOptions{KeyID: "bench", KeyVersion: 1}); err != nil {
+		b.Fatal(err)
+	}
+	os.RemoveAll(in)
+	b.ReportAllocs()
+	b.SetBytes(benchFileSize)
+	for i := 0; b.Loop(); i++ {
+		out := filepath.Join(dir, "out-"+strconv.Itoa(i))
+		if _, err := Decrypt(context.Background(), key, model, out, DecryptOptions{}); err != nil {
+			b.Fatal(err)
+		}
+		b.StopTimer()
+		os.RemoveAll(out)
+		b.StartTimer()
+	}
+}
+
 // TestMemoryBounded decrypts a 512 MiB file (64 MiB with -race) while
 // sampling the heap: peak heap in use must stay far below the file's size,
 // and the process's peak RSS below 100 MiB.
