@@ -113,6 +113,6 @@ func (c *collateralImport) run(ctx context.Context, e *env, args []string) error
 		return err
 	}
 	fmt.Fprintf(e.stdout, "%s of %d installed in %s; import a fresh bundle before %s (in %s)\n",
-		plural(installed, "document"), len(results), c.dir, formatTime(earliest), earliest.Sub(now).Round(time.Hour))
+		plural(installed, "document"), len(results), c.dir, formatTime(earliest), humanDuration(earliest.Sub(now)))
 	return nil
 }

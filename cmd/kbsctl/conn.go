@@ -94,7 +94,8 @@ func (c *connFlags) options(e *env) (string, []client.Option, error) {
 		return "", nil, usagef("--timeout %s: want a positive duration, e.g. 30s", c.timeout)
 	}
 
-	// The identity mode: flags decide when any is given; otherwise the
+	// The identity mode: flags decide when any is given (a files-mode flag
+	// still takes the other files from the environment); otherwise the
 	// environment, where both modes at once is ambiguous.
 	fileFlags := c.svidCert != "" || c.svidKey != "" || c.bundle != ""
 	var socket, cert, key, bundle string
@@ -104,7 +105,8 @@ func (c *connFlags) options(e *env) (string, []client.Option, error) {
 	case c.socket != "":
 		socket = c.socket
 	case fileFlags:
-		cert, key, bundle = c.svidCert, c.svidKey, c.bundle
+		// Files mode: each file from its flag, else its variable.
+		cert, key, bundle = pick(e, c.svidCert, envSVIDCert), pick(e, c.svidKey, envSVIDKey), pick(e, c.bundle, envBundle)
 	default:
 		socket = e.lookupEnv(envSPIFFESocket)
 		cert, key, bundle = e.lookupEnv(envSVIDCert), e.lookupEnv(envSVIDKey), e.lookupEnv(envBundle)

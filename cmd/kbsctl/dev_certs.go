@@ -111,7 +111,7 @@ func (c *devCerts) run(_ context.Context, e *env, args []string) error {
 			return fmt.Errorf("dev certs %s: %w", dir, err)
 		}
 		fmt.Fprintf(e.stdout, "%s: --svid-cert %s --svid-key %s --bundle %s (valid %s)\n", id,
-			filepath.Join(dir, cert), filepath.Join(dir, key), filepath.Join(dir, devca.BundleFile), c.ttl)
+			filepath.Join(dir, cert), filepath.Join(dir, key), filepath.Join(dir, devca.BundleFile), humanDuration(c.ttl))
 	}
 	return nil
 }

@@ -131,3 +131,16 @@ func (b *optBool) Set(s string) error {
 }
 
 func (b *optBool) IsBoolFlag() bool { return true }
+
+// humanDuration prints a duration for people: "30 days", "5 hours",
+// "12m0s".
+func humanDuration(d time.Duration) string {
+	switch {
+	case d >= 48*time.Hour:
+		return fmt.Sprintf("%d days", int(d/(24*time.Hour)))
+	case d >= 2*time.Hour:
+		return fmt.Sprintf("%d hours", int(d/time.Hour))
+	default:
+		return d.Round(time.Second).String()
+	}
+}

@@ -86,14 +86,14 @@ func printKey(w io.Writer, k *kbsv1.KeyMetadata) error {
 	}
 	fmt.Fprintln(w, "versions:")
 	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "  VERSION\tSTATE\tORIGIN\tCREATED\tUPDATED\t")
+	fmt.Fprintln(tw, "  VERSION\tSTATE\tORIGIN\tCREATED\tUPDATED")
 	for _, v := range k.GetVersions() {
-		primary := ""
+		version := strconv.FormatUint(uint64(v.GetVersion()), 10)
 		if v.GetVersion() == k.GetPrimaryVersion() {
-			primary = "primary"
+			version += " (primary)"
 		}
-		fmt.Fprintf(tw, "  %d\t%s\t%s\t%s\t%s\t%s\n", v.GetVersion(), versionState(v.GetState()), keyOrigin(v.GetOrigin()),
-			formatTS(v.GetCreateTime()), formatTS(v.GetUpdateTime()), primary)
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\n", version, versionState(v.GetState()), keyOrigin(v.GetOrigin()),
+			formatTS(v.GetCreateTime()), formatTS(v.GetUpdateTime()))
 	}
 	return tw.Flush()
 }

@@ -25,8 +25,8 @@ func TestKeyGet(t *testing.T) {
 		`(?m)^labels: +env=dev, team=ml$`,
 		`(?m)^created: +\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$`,
 		`(?m)^  VERSION +STATE +ORIGIN +CREATED +UPDATED`,
-		`(?m)^  1 +disabled +generated +\S+ +\S+ *$`,
-		`(?m)^  2 +enabled +generated +\S+ +\S+ +primary$`,
+		`(?m)^  1 +disabled +generated +\S+Z +\S+Z$`,
+		`(?m)^  2 \(primary\) +enabled +generated +\S+Z +\S+Z$`,
 	} {
 		if !regexp.MustCompile(re).MatchString(r.stdout) {
 			t.Errorf("output lacks %s:\n%s", re, r.stdout)

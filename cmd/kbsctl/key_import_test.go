@@ -2,6 +2,7 @@ package main
 
 import (
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -22,7 +23,7 @@ func TestKeyImport(t *testing.T) {
 		t.Errorf("new version output:\n%s", r.stdout)
 	}
 	r = b.mustRun(t, "key", "get", "imported")
-	if !strings.Contains(r.stdout, "1        enabled  imported") || !strings.Contains(r.stdout, "2        enabled  imported") {
+	if !regexp.MustCompile(`(?m)^  1 +enabled +imported `).MatchString(r.stdout) || !regexp.MustCompile(`(?m)^  2 \(primary\) +enabled +imported `).MatchString(r.stdout) {
 		t.Errorf("origins are not 'imported':\n%s", r.stdout)
 	}
 

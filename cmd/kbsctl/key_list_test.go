@@ -99,8 +99,9 @@ func TestConnectionFlagsFromEnvironment(t *testing.T) {
 	if r := kbsctlEnv(t.Context(), e(), "key", "get", "k"); r.code != exitOK || !strings.Contains(r.stdout, "key:") {
 		t.Errorf("key get from the environment: %v", r)
 	}
-	// A flag wins: the loader's files instead of the admin's.
-	r := kbsctlEnv(t.Context(), e(), "key", "get", "k", "--svid-cert", b.certs+"/loader.pem", "--svid-key", b.certs+"/loader-key.pem", "--bundle", b.certs+"/ca.pem")
+	// A flag wins: the loader's files instead of the admin's (the bundle
+	// still from the environment).
+	r := kbsctlEnv(t.Context(), e(), "key", "get", "k", "--svid-cert", b.certs+"/loader.pem", "--svid-key", b.certs+"/loader-key.pem")
 	if r.code != exitRefused || !strings.Contains(r.stderr, "not_authorized") {
 		t.Errorf("flags over the environment: %v", r)
 	}
