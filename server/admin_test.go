@@ -147,9 +147,12 @@ func TestAdminKeys(t *testing.T) {
 	_, err = a.ExportKey(ctx, &kbsv1.ExportKeyRequest{KeyId: "imp", KemId: x25519, PublicKey: pub[:5]})
 	wantDenied(t, err, codes.InvalidArgument, "invalid_argument")
 
-	// DestroyKey: one version is not supported yet; the whole key is.
-	_, err = a.DestroyKey(ctx, &kbsv1.DestroyKeyRequest{KeyId: "gen", Version: 1})
-	wantDenied(t, err, codes.Unimplemented, "unimplemented")
+	// DestroyKey: one version (TestAdminDestroyVersion has the details),
+	// then the whole key.
+	if dv, err := a.DestroyKey(ctx, &kbsv1.DestroyKeyRequest{KeyId: "gen", Version: 1}); err != nil ||
+		dv.Key.Versions[0].State != kbsv1.KeyVersionState_KEY_VERSION_STATE_DESTROYED || dv.Key.State != kbsv1.KeyState_KEY_STATE_ENABLED {
+		t.Fatalf("destroy version = %v, %v", dv, err)
+	}
 	ds, err := a.DestroyKey(ctx, &kbsv1.DestroyKeyRequest{KeyId: "gen", WholeKey: true})
 	if err != nil || ds.Key.State != kbsv1.KeyState_KEY_STATE_DESTROYED || ds.Key.DestroyTime == nil ||
 		ds.Key.Versions[0].State != kbsv1.KeyVersionState_KEY_VERSION_STATE_DESTROYED {

@@ -32,8 +32,10 @@
 //     keyrelease.ExportInfo; disabled and destroyed versions are
 //     FailedPrecondition. Key bytes are cleared after sealing; ImportKey
 //     clears the request's key bytes once stored.
-//   - DestroyKey with a single version is Unimplemented until the keystore
-//     can destroy one version; whole_key destroys the key.
+//   - DestroyKey erases one version (store.DestroyVersion) or, with
+//     whole_key, the key (store.DestroyKey); both are idempotent. The
+//     primary version cannot be destroyed alone: InvalidArgument, whose
+//     message says to rotate first or destroy the whole key.
 //   - List RPCs page with opaque tokens (base64url of the listing kind and
 //     position) and return an empty next_page_token on the last page.
 //

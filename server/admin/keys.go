@@ -3,7 +3,6 @@ package admin
 import (
 	"context"
 	"encoding/base64"
-	"errors"
 	"fmt"
 	"strings"
 
@@ -271,26 +270,14 @@ func (s *Service) setState(ctx context.Context, e *audit.Entry, id string, versi
 	return onVersion(ctx, id, version)
 }
 
-// DestroyKey erases the whole key (crypto-shredding) and keeps a tombstone.
-// Destroying a single version needs keystore support that does not exist
-// yet: it fails with Unimplemented, and changes nothing.
+// DestroyKey erases one version or the whole key (crypto-shredding) and
+// keeps the metadata as a tombstone. The primary version cannot be destroyed
+// alone (InvalidArgument, with a message saying to rotate first or destroy
+// the whole key). Destroying what is already destroyed succeeds.
 func (s *Service) DestroyKey(ctx context.Context, req *kbsv1.DestroyKeyRequest) (*kbsv1.DestroyKeyResponse, error) {
 	var out *kbsv1.DestroyKeyResponse
 	err := s.call(ctx, "DestroyKey", req.GetKeyId(), func(e *audit.Entry) error {
-		if err := validKeyID(req.GetKeyId()); err != nil {
-			return err
-		}
-		if err := target(req.GetVersion(), req.GetWholeKey()); err != nil {
-			return err
-		}
-		if !req.GetWholeKey() {
-			e.KeyVersion = req.GetVersion()
-			return &rpcstatus.Error{Code: codes.Unimplemented, Reason: policy.ReasonUnimplemented,
-				Message: "destroying a single version is not supported yet: disable the version (DisableKey), or destroy the whole key",
-				Err:     errors.New("admin: keystore has no per-version destroy")}
-		}
-		e.Details = map[string]string{"whole_key": "true"}
-		k, err := s.cfg.Store.DestroyKey(ctx, req.GetKeyId())
+		k, err := s.setState(ctx, e, req.GetKeyId(), req.GetVersion(), req.GetWholeKey(), s.cfg.Store.DestroyKey, s.cfg.Store.DestroyVersion)
 		if err != nil {
 			return err
 		}

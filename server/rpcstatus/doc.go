@@ -35,10 +35,11 @@
 // identity.ErrNoPeerID → Unauthenticated, store.ErrKeyNotFound,
 // ErrVersionNotFound, ErrPolicyNotFound → NotFound, ErrKeyExists →
 // AlreadyExists, ErrKeyDestroyed and ErrKeyDisabled → FailedPrecondition,
-// ErrInvalidArgument → InvalidArgument, anything else → Internal (reason
-// "internal"). The key release service never relies on this mapping: it
-// turns every failure into PermissionDenied itself, so a workload cannot
-// tell a missing key from a refused one by the code.
+// ErrInvalidArgument and ErrPrimaryVersion → InvalidArgument (with the
+// keystore's message, which names only the caller's input), anything else
+// → Internal (reason "internal"). The key release service never relies on
+// this mapping: it turns every failure into PermissionDenied itself, so a
+// workload cannot tell a missing key from a refused one by the code.
 //
 // # Request ids
 //

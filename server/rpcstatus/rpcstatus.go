@@ -98,9 +98,11 @@ func Classify(err error) *Error {
 		return New(codes.FailedPrecondition, policy.ReasonKeyDestroyed, err)
 	case errors.Is(err, store.ErrKeyDisabled):
 		return New(codes.FailedPrecondition, policy.ReasonKeyDisabled, err)
-	case errors.Is(err, store.ErrInvalidArgument):
+	case errors.Is(err, store.ErrInvalidArgument), errors.Is(err, store.ErrPrimaryVersion):
 		// The keystore's validation messages name the caller's input (key
 		// id, label, sizes) and never key material, so the admin sees them.
+		// Destroying the primary version alone is refused the same way: the
+		// message says what to do instead (rotate, or destroy the key).
 		return &Error{Code: codes.InvalidArgument, Reason: policy.ReasonInvalidArgument, Message: err.Error(), Err: err}
 	}
 	return New(codes.Internal, policy.ReasonInternal, err)

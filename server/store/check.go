@@ -23,9 +23,11 @@ type sealedDEK struct {
 // Check verifies the database; Open runs it. It checks bbolt's page
 // structure (tx.Check), that the KEK check value opens, and the keystore's
 // invariants: every key's metadata decodes under its own id; versions are
-// numbered 1…n with a primary among them; enabled and disabled versions have
-// a sealed DEK that opens under the KEK for exactly that key and version, and
-// destroyed ones have none; no sealed DEK or policy belongs to no key;
+// numbered 1…n with a primary among them, which is destroyed only if the
+// whole key is; enabled and disabled versions have a sealed DEK that opens
+// under the KEK for exactly that key and version, and destroyed ones
+// (DestroyVersion, or every version of a destroyed key) have none; no sealed
+// DEK or policy belongs to no key;
 // policy versions are 1…latest; the audit head is authenticated and matches
 // the last record. It does not walk the whole audit chain (VerifyAudit
 // does). The error wraps ErrCorrupt (or ErrWrongKEK) and lists up to ten
@@ -98,14 +100,16 @@ func checkKeys(tx *bolt.Tx, report func(string, ...any)) []sealedDEK {
 		default:
 			report("key %q: unknown state %q", id, key.State)
 		}
-		if len(key.Versions) == 0 || key.version(key.Primary) == nil {
+		if p := key.version(key.Primary); p == nil {
 			report("key %q: primary version %d does not exist (%d versions)", id, key.Primary, len(key.Versions))
+		} else if p.State == StateDestroyed && key.State != StateDestroyed {
+			report("key %q (%s): primary version %d is destroyed", id, key.State, key.Primary)
 		}
 		for i, v := range key.Versions {
 			if v.Version != uint32(i+1) {
 				report("key %q: version %d listed at position %d", id, v.Version, i+1)
 			}
-			okState := v.State == StateEnabled || v.State == StateDisabled
+			okState := v.State == StateEnabled || v.State == StateDisabled || v.State == StateDestroyed
 			if key.State == StateDestroyed {
 				okState = v.State == StateDestroyed
 			}
@@ -139,8 +143,14 @@ func checkKeys(tx *bolt.Tx, report func(string, ...any)) []sealedDEK {
 		return nil
 	})
 	for id, key := range keys {
-		if key.State != StateDestroyed && seen[id] != len(key.Versions) {
-			report("key %q: %d versions but %d sealed DEKs", id, len(key.Versions), seen[id])
+		live := 0
+		for _, v := range key.Versions {
+			if v.State != StateDestroyed {
+				live++
+			}
+		}
+		if seen[id] != live {
+			report("key %q: %d versions not destroyed but %d sealed DEKs", id, live, seen[id])
 		}
 	}
 

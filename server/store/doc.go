@@ -14,6 +14,7 @@
 //
 //	k, err := st.CreateKey(ctx, "llama-3-8b", store.KeyOptions{Description: "Llama 3 8B"})
 //	k, err = st.RotateKey(ctx, "llama-3-8b")
+//	k, err = st.DestroyVersion(ctx, "llama-3-8b", 1) // never the primary
 //	pol, err := st.PutPolicy(ctx, "llama-3-8b", policyBytes)
 //	dek, version, err := st.UnwrapKey(ctx, "llama-3-8b", 0) // 0: primary; clear(dek) when done
 //	rec, err := st.AppendAudit(ctx, audit.Entry{...})
@@ -31,9 +32,12 @@
 // DisableKey stops every version, DisableVersion one version; both are
 // undone by the Enable calls. DestroyKey deletes the sealed bytes of every
 // version and keeps the metadata as a tombstone: the id can never be
-// created or imported again (ErrKeyDestroyed). Metadata reads never return
+// created or imported again (ErrKeyDestroyed). DestroyVersion deletes the
+// sealed bytes of one version and keeps its metadata in state destroyed;
+// it refuses the primary version (ErrPrimaryVersion: rotate first, or
+// destroy the whole key). Both are idempotent. Metadata reads never return
 // key bytes; only UnwrapKey does, and it refuses disabled versions and keys
-// (ErrKeyDisabled) and destroyed keys (ErrKeyDestroyed).
+// (ErrKeyDisabled) and destroyed versions and keys (ErrKeyDestroyed).
 //
 // # Sealing
 //

@@ -36,8 +36,8 @@ const (
 type State string
 
 // States. A key is enabled or disabled by DisableKey/EnableKey; a version by
-// DisableVersion/EnableVersion; destroying a key destroys all its versions
-// and is final.
+// DisableVersion/EnableVersion. Destroying a key destroys all its versions,
+// DestroyVersion one version that is not primary; both are final.
 const (
 	StateEnabled   State = "enabled"
 	StateDisabled  State = "disabled"
@@ -359,7 +359,8 @@ func (s *Store) DisableVersion(ctx context.Context, id string, version uint32) (
 	return s.setVersionState(ctx, id, version, StateDisabled)
 }
 
-// EnableVersion undoes DisableVersion.
+// EnableVersion undoes DisableVersion. Both refuse a destroyed version
+// (ErrKeyDestroyed).
 func (s *Store) EnableVersion(ctx context.Context, id string, version uint32) (Key, error) {
 	return s.setVersionState(ctx, id, version, StateEnabled)
 }
@@ -369,6 +370,9 @@ func (s *Store) setVersionState(ctx context.Context, id string, version uint32, 
 		v := k.version(version)
 		if v == nil {
 			return fmt.Errorf("%w: key %q has no version %d", ErrVersionNotFound, id, version)
+		}
+		if v.State == StateDestroyed {
+			return fmt.Errorf("%w: version %d of key %q", ErrKeyDestroyed, version, id)
 		}
 		v.State = st
 		v.Updated = now
@@ -399,6 +403,61 @@ func (s *Store) DestroyKey(ctx context.Context, id string) (Key, error) {
 		return s.GetKey(ctx, id)
 	}
 	return k, err
+}
+
+// DestroyVersion erases the sealed bytes of one version of key id
+// (crypto-shredding) and keeps its metadata in state destroyed; UnwrapKey
+// refuses it with ErrKeyDestroyed and the other versions are unaffected.
+// The primary version cannot be destroyed (ErrPrimaryVersion): the key
+// would be left with no version for new encryptions, and a later rotation
+// would silently make a new one. Rotate first so another version is
+// primary, or destroy the whole key with DestroyKey. A version in any other
+// state, of an enabled or a disabled key, can be destroyed. Destroying a
+// destroyed version, or any version of a destroyed key, returns the key
+// unchanged and no error. Version 0 is refused (ErrInvalidArgument): it
+// would mean the primary elsewhere; a missing version is
+// ErrVersionNotFound.
+func (s *Store) DestroyVersion(ctx context.Context, id string, version uint32) (Key, error) {
+	if err := ValidateKeyID(id); err != nil {
+		return Key{}, err
+	}
+	if version == 0 {
+		return Key{}, fmt.Errorf("%w: version 0: name the version of key %q to destroy", ErrInvalidArgument, id)
+	}
+	var out Key
+	err := s.batch(ctx, func(tx *bolt.Tx) error {
+		k, err := getKey(tx, id)
+		if err != nil {
+			return err
+		}
+		v := k.version(version)
+		switch {
+		case v == nil:
+			return fmt.Errorf("%w: key %q has no version %d", ErrVersionNotFound, id, version)
+		case v.State == StateDestroyed:
+			// Also every version of a destroyed key: nothing to write.
+			out = k
+			return nil
+		case version == k.Primary:
+			return fmt.Errorf("%w: version %d of key %q is primary; rotate the key first so another version is primary, or destroy the whole key", ErrPrimaryVersion, version, id)
+		}
+		if err := tx.Bucket(bucketDEKs).Delete(dekKey(id, version)); err != nil {
+			return err
+		}
+		now := s.timestamp()
+		v.State = StateDestroyed
+		v.Updated = now
+		k.Updated = now
+		if err := putKey(tx, &k); err != nil {
+			return err
+		}
+		out = k
+		return nil
+	})
+	if err != nil {
+		return Key{}, err
+	}
+	return out, nil
 }
 
 // mutateKey applies mut to key id in a write transaction, refusing a
@@ -435,8 +494,9 @@ func (s *Store) mutateKey(ctx context.Context, id string, mut func(tx *bolt.Tx, 
 
 // UnwrapKey returns the 32 bytes of version of key id (version 0 means the
 // primary version) and the version returned. It refuses a missing key
-// (ErrKeyNotFound) or version (ErrVersionNotFound), a destroyed key
-// (ErrKeyDestroyed), and a disabled key or version (ErrKeyDisabled). A
+// (ErrKeyNotFound) or version (ErrVersionNotFound), a destroyed key or
+// version (ErrKeyDestroyed, which wins over disabled: it is final), and a
+// disabled key or version (ErrKeyDisabled). A
 // sealed value that does not open under the KEK for this key and version —
 // corrupted, or copied from another record — is ErrCorrupt. The caller owns
 // the returned slice and should clear it when done.
@@ -450,20 +510,21 @@ func (s *Store) UnwrapKey(ctx context.Context, id string, version uint32) ([]byt
 		if err != nil {
 			return err
 		}
-		switch k.State {
-		case StateDestroyed:
+		if k.State == StateDestroyed {
 			return fmt.Errorf("%w: %q", ErrKeyDestroyed, id)
-		case StateDisabled:
-			return fmt.Errorf("%w: %q", ErrKeyDisabled, id)
 		}
 		if version == 0 {
 			version = k.Primary
 		}
 		v := k.version(version)
-		if v == nil {
+		switch {
+		case v == nil:
 			return fmt.Errorf("%w: key %q has no version %d", ErrVersionNotFound, id, version)
-		}
-		if v.State != StateEnabled {
+		case v.State == StateDestroyed:
+			return fmt.Errorf("%w: version %d of key %q", ErrKeyDestroyed, version, id)
+		case k.State != StateEnabled:
+			return fmt.Errorf("%w: %q", ErrKeyDisabled, id)
+		case v.State != StateEnabled:
 			return fmt.Errorf("%w: version %d of key %q is %s", ErrKeyDisabled, version, id, v.State)
 		}
 		sealed = clone(tx.Bucket(bucketDEKs).Get(dekKey(id, version)))

@@ -42,6 +42,7 @@ var (
 	ErrKeyExists       = errors.New("store: key already exists")
 	ErrKeyDestroyed    = errors.New("store: key destroyed")
 	ErrKeyDisabled     = errors.New("store: key disabled")
+	ErrPrimaryVersion  = errors.New("store: the primary version cannot be destroyed")
 	ErrVersionNotFound = errors.New("store: key version not found")
 	ErrPolicyNotFound  = errors.New("store: policy not found")
 	ErrInvalidArgument = errors.New("store: invalid argument")

@@ -566,7 +566,8 @@ func TestCheckInvariants(t *testing.T) {
 }
 
 // TestNoDEKInFile: neither raw nor encoded DEK bytes appear anywhere in the
-// database file, for generated and imported keys, live and destroyed.
+// database file, for generated and imported keys, live and destroyed, and a
+// single destroyed version's sealed bytes are gone from the B+tree.
 func TestNoDEKInFile(t *testing.T) {
 	e := newEnv(t)
 	s := e.s
@@ -579,7 +580,7 @@ func TestNoDEKInFile(t *testing.T) {
 	}
 	var deks [][]byte
 	deks = append(deks, known, bytes.Repeat([]byte{0xd7}, 32))
-	for _, id := range []string{"gen1", "gen2", "shredded"} {
+	for _, id := range []string{"gen1", "gen2", "shredded", "partial"} {
 		if _, err := s.CreateKey(ctx, id, KeyOptions{}); err != nil {
 			t.Fatal(err)
 		}
@@ -596,6 +597,13 @@ func TestNoDEKInFile(t *testing.T) {
 	}
 	if _, err := s.DestroyKey(ctx, "shredded"); err != nil {
 		t.Fatal(err)
+	}
+	sealedPartial1 := e.sealedOf(t, "partial", 1)
+	if _, err := s.DestroyVersion(ctx, "partial", 1); err != nil {
+		t.Fatal(err)
+	}
+	if e.sealedOf(t, "partial", 1) != nil || e.liveTreeContains(t, sealedPartial1) {
+		t.Fatal("the sealed DEK of a destroyed version is still in the B+tree")
 	}
 	e.close(t)
 	file, err := os.ReadFile(e.path)
