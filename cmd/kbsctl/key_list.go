@@ -75,7 +75,7 @@ func (c *keyList) run(ctx context.Context, e *env, _ []string) error {
 		if v := k.GetPolicyVersion(); v != 0 {
 			pol = fmt.Sprint(v)
 		}
-		desc := k.GetDescription()
+		desc := orDash(k.GetDescription())
 		if r := []rune(desc); len(r) > 40 {
 			desc = strings.TrimRight(string(r[:39]), " ") + "…"
 		}

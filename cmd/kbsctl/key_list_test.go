@@ -28,7 +28,7 @@ func TestKeyList(t *testing.T) {
 		t.Fatalf("want a header and 2 keys:\n%s", r.stdout)
 	}
 	for i, re := range []string{
-		`^a-key +enabled +2 +2 +- +\d{4}-\d\d-\d\dT\S+Z *$`,
+		`^a-key +enabled +2 +2 +- +\d{4}-\d\d-\d\dT\S+Z +-$`,
 		`^b-key +disabled +1 +1 +- +\S+ +long description long description long…$`,
 	} {
 		if !regexp.MustCompile(re).MatchString(lines[i+1]) {
