@@ -111,6 +111,42 @@ func TestChunkPathDoesNotAllocate(t *testing.T) {
 	}
 }
 
+// TestPipelineDoesNotAllocatePerChunk compares the allocations of encrypting
+// and decrypting files of 16 and 1024 chunks: the difference must not grow
+// with the number of chunks.
+func TestPipelineDoesNotAllocatePerChunk(t *testing.T) {
+	if raceEnabled {
+		t.Skip("the race detector allocates")
+	}
+	dir := t.TempDir()
+	key := make([]byte, KeySize)
+	run := 0
+	mallocs := func(chunks int) (enc, dec uint64) {
+		run++
+		in := filepath.Join(dir, "in-"+strconv.Itoa(run))
+		writeRandomFile(t, in, int64(chunks)*4096)
+		model, out := in+".model", in+".out"
+		var a, b, c runtime.MemStats
+		runtime.ReadMemStats(&a)
+		if _, err := Encrypt(context.Background(), key, in, model, EncryptOptions{KeyID: "k", KeyVersion: 1, ChunkSize: 4096}); err != nil {
+			t.Fatal(err)
+		}
+		runtime.ReadMemStats(&b)
+		if _, err := Decrypt(context.Background(), key, model, out, DecryptOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		runtime.ReadMemStats(&c)
+		return b.Mallocs - a.Mallocs, c.Mallocs - b.Mallocs
+	}
+	mallocs(16) // warm up
+	enc16, dec16 := mallocs(16)
+	enc1k, dec1k := mallocs(1024)
+	t.Logf("allocations: encrypt %d → %d, decrypt %d → %d (16 → 1024 chunks)", enc16, enc1k, dec16, dec1k)
+	if enc1k > enc16+100 || dec1k > dec16+100 {
+		t.Errorf("allocations grow with the number of chunks: encrypt %d → %d, decrypt %d → %d", enc16, enc1k, dec16, dec1k)
+	}
+}
+
 const benchFileSize = 256 << 20
 
 // BenchmarkEncrypt256MiB encrypts one 256 MiB file (tmpfs when available).

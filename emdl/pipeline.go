@@ -11,6 +11,7 @@ import (
 	"os"
 	"runtime"
 	"sync"
+	"sync/atomic"
 )
 
 // How one operation moves data (SPEC.md §9 says why):
@@ -24,8 +25,8 @@ import (
 //     chunks in place and writes each one at its offset (pwrite), so reading,
 //     AES-GCM and writing overlap within one file and across files.
 //   - The plaintext SHA-256 is inherently sequential: one goroutine per file
-//     hashes chunks in order (before sealing when encrypting, after opening
-//     when decrypting).
+//     hashes chunks in order (before sealing when encrypting; when
+//     decrypting, as soon as a chunk is opened, while it is being written).
 //
 // The first error cancels the operation; every goroutine then drains and
 // returns its jobs, and run returns only when none is left running.
@@ -56,20 +57,22 @@ type job struct {
 	buf   []byte // cap chunkSize+tagSize; never reallocated
 	data  []byte // the bytes of this chunk in buf, as the current stage sees them
 	nonce [nonceSize]byte
-	done  chan error // decrypt: the worker's verdict, read by the file's sequencer
+	done  chan error   // decrypt: the worker's verdict, read by the file's sequencer
+	refs  atomic.Int32 // decrypt: hasher and writer still using buf
 }
 
 // fileTask is what the workers need to know about a file.
 type fileTask struct {
-	path    string // model path, for errors
-	decrypt bool
-	aead    cipher.AEAD // stateless after creation: shared by the workers
-	aad     []byte      // the file's header digest
-	out     *os.File
-	base    int64 // offset of chunk 0 in out
-	stride  int64 // offset step per chunk in out
-	slot    *slot
-	pending sync.WaitGroup // encrypt: chunks handed to workers, not yet written
+	path     string // model path, for errors
+	decrypt  bool
+	aead     cipher.AEAD // stateless after creation: shared by the workers
+	aad      []byte      // the file's header digest
+	out      *os.File
+	base     int64 // offset of chunk 0 in out
+	stride   int64 // offset step per chunk in out
+	slot     *slot
+	pending  sync.WaitGroup // chunks handed to workers (encrypt) or opened (decrypt), not yet written
+	writeErr atomic.Pointer[error]
 }
 
 // plan returns the number of workers, files in flight and jobs per file.
@@ -148,42 +151,66 @@ dispatch:
 func (e *engine) worker() {
 	defer e.workers.Done()
 	for j := range e.work {
-		err := e.process(j)
-		t := j.t
-		if t.decrypt {
-			j.done <- err
-			continue
+		if j.t.decrypt {
+			e.openAndWrite(j)
+		} else {
+			e.sealAndWrite(j)
 		}
-		if err != nil {
-			e.cancel(err)
-		}
-		t.slot.free <- j // never blocks: the slot's channel holds all its jobs
-		t.pending.Done()
 	}
 }
 
-// process seals or opens one chunk in place and writes it at its offset.
-func (e *engine) process(j *job) error {
-	if e.ctx.Err() != nil {
-		return context.Cause(e.ctx)
-	}
+// sealAndWrite seals one chunk in place, writes it at its offset and returns
+// the job to its slot (the plaintext was hashed before).
+func (e *engine) sealAndWrite(j *job) {
 	t := j.t
-	var off int64
-	if t.decrypt {
-		pt, err := openChunk(t.aead, t.aad, &j.nonce, j.idx, j.last, j.data)
-		if err != nil {
-			return newError(t.path, ErrTampered, fmt.Sprintf("chunk %d failed authentication (tampered, reordered or spliced)", j.idx))
-		}
-		j.data = pt
-		off = int64(j.idx) * int64(e.chunkSize)
-	} else {
+	if e.ctx.Err() == nil {
 		j.data = sealChunk(t.aead, t.aad, &j.nonce, j.idx, j.last, j.buf, len(j.data))
-		off = t.base + int64(j.idx)*t.stride
+		if _, err := t.out.WriteAt(j.data, t.base+int64(j.idx)*t.stride); err != nil {
+			e.cancel(&Error{Path: t.path, Err: err, Reason: fmt.Sprintf("writing chunk %d", j.idx)})
+		}
 	}
-	if _, err := t.out.WriteAt(j.data, off); err != nil {
-		return &Error{Path: t.path, Err: err, Reason: fmt.Sprintf("writing chunk %d", j.idx)}
+	t.slot.free <- j // never blocks: the slot's channel holds all its jobs
+	t.pending.Done()
+}
+
+// openAndWrite authenticates and decrypts one chunk in place, hands it to
+// the file's sequencer (which hashes it) and meanwhile writes it at its
+// offset. Whichever of the two finishes last returns the job to its slot.
+func (e *engine) openAndWrite(j *job) {
+	t := j.t
+	if err := e.ctx.Err(); err != nil {
+		j.done <- context.Cause(e.ctx)
+		return
 	}
-	return nil
+	pt, err := openChunk(t.aead, t.aad, &j.nonce, j.idx, j.last, j.data)
+	if err != nil {
+		j.done <- newError(t.path, ErrTampered, fmt.Sprintf("chunk %d failed authentication (tampered, reordered or spliced)", j.idx))
+		return
+	}
+	j.data = pt
+	j.refs.Store(2)
+	t.pending.Add(1) // before done: the sequencer waits for pending after the last done
+	j.done <- nil
+	if _, err := t.out.WriteAt(pt, int64(j.idx)*int64(e.chunkSize)); err != nil {
+		e.writeFailed(t, j.idx, err)
+	}
+	t.release(j)
+	t.pending.Done()
+}
+
+// writeFailed records a failed write of a decrypted chunk. (Out of line so
+// that the error does not escape to the heap on the chunk path.)
+func (e *engine) writeFailed(t *fileTask, idx uint64, cause error) {
+	var err error = &Error{Path: t.path, Err: cause, Reason: fmt.Sprintf("writing chunk %d", idx)}
+	t.writeErr.CompareAndSwap(nil, &err)
+	e.cancel(err)
+}
+
+// release drops one of a decrypted job's two references (hasher, writer).
+func (t *fileTask) release(j *job) {
+	if j.refs.Add(-1) == 0 {
+		t.slot.free <- j
+	}
 }
 
 func (e *engine) take(s *slot) (*job, error) {
@@ -237,20 +264,28 @@ func (e *engine) decryptStream(t *fileTask, src io.Reader, length uint64, nchunk
 	for j := range order {
 		// Every job in order was handed to a worker, which always answers.
 		err := <-j.done
-		if err == nil && firstErr == nil {
+		if err != nil {
+			if firstErr == nil {
+				firstErr = err
+				e.cancel(err)
+			}
+			s.free <- j // a failed job has no writer
+			continue
+		}
+		if firstErr == nil {
 			if h != nil {
 				h.Write(j.data)
 			}
 			e.report(len(j.data))
 		}
-		if err != nil && firstErr == nil {
-			firstErr = err
-			e.cancel(err)
-		}
-		s.free <- j
+		t.release(j)
 	}
+	t.pending.Wait() // the last writes
 	if err := <-readErr; err != nil && firstErr == nil {
 		firstErr = err
+	}
+	if err := t.writeErr.Load(); err != nil && firstErr == nil {
+		firstErr = *err
 	}
 	var sum [sha256Size]byte
 	if firstErr != nil {
