@@ -14,7 +14,7 @@ import (
 	"sync/atomic"
 )
 
-// How one operation moves data (SPEC.md §9 says why):
+// How one operation moves data (SPEC.md §14):
 //
 //   - Up to `files` files are processed at once, each in a slot that owns a
 //     fixed set of jobs (chunk buffers). A file's reader takes free jobs from
