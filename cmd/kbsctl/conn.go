@@ -248,6 +248,9 @@ func (c *conn) explain(ctx context.Context, op string, err error, hint func(reas
 // innerStatus returns the gRPC status err wraps, with the broker's own
 // message (status.FromError would return the whole wrapped text).
 func innerStatus(err error) (*status.Status, bool) {
+	if err == nil {
+		return status.New(codes.OK, ""), false
+	}
 	var se interface{ GRPCStatus() *status.Status }
 	if errors.As(err, &se) {
 		return se.GRPCStatus(), true

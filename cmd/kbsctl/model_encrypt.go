@@ -8,7 +8,6 @@ import (
 	"os"
 
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 
 	"github.com/cml-project/cml/client"
 	"github.com/cml-project/cml/emdl"
@@ -201,7 +200,7 @@ func (c *modelEncrypt) exportKey(ctx context.Context, e *env, version uint32) (*
 	cctx, cancel := kc.call(ctx)
 	got, err := kc.Admin().GetKey(cctx, &kbsv1.GetKeyRequest{KeyId: c.keyID})
 	cancel()
-	if reason, _ := rpcDetail(err); status.Code(err) == codes.NotFound && reason != "no_policy" {
+	if st, ok := innerStatus(err); err != nil && ok && st.Code() == codes.NotFound {
 		if explicit && version != 1 {
 			return nil, fmt.Errorf("%s: no such key in the key broker, so there is no version %d; omit --key-version to create the key", op, version)
 		}
