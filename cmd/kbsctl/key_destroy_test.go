@@ -12,10 +12,21 @@ func TestKeyDestroy(t *testing.T) {
 	b.mustRun(t, "key", "create", "k")
 	b.mustRun(t, "key", "rotate", "k")
 
-	// With --yes (scripts) no question is asked. (The broker does not
-	// destroy single versions yet; --version is passed on as the API has it.)
+	// One version, with --yes (scripts): no question is asked.
+	r := b.mustRun(t, "key", "destroy", "k", "--version", "1", "--yes")
+	if r.stdout != "destroyed version 1 of key k: the key bytes are erased; the metadata stays as a tombstone\n" || r.stderr != "" {
+		t.Errorf("destroy --version 1 --yes: %v", r)
+	}
+	r = b.mustRun(t, "key", "get", "k")
+	if !regexp.MustCompile(`(?m)^  1 +destroyed`).MatchString(r.stdout) || !regexp.MustCompile(`(?m)^state: +enabled$`).MatchString(r.stdout) {
+		t.Errorf("after destroying version 1:\n%s", r.stdout)
+	}
+	if r := b.run(t, "admin", "key", "enable", "k", "--version", "1"); r.code != exitFailure || !strings.Contains(r.stderr, "a destroyed key or version is final") {
+		t.Errorf("enable of a destroyed version: %v", r)
+	}
+
 	b.mustRun(t, "key", "create", "scripted")
-	r := b.mustRun(t, "key", "destroy", "scripted", "--yes")
+	r = b.mustRun(t, "key", "destroy", "scripted", "--yes")
 	if r.stdout != "destroyed every version of key scripted: the key bytes are erased; the metadata stays as a tombstone\n" || r.stderr != "" {
 		t.Errorf("destroy --yes: %v", r)
 	}
