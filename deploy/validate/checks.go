@@ -148,8 +148,9 @@ func CheckPodSpec(name string, spec *corev1.PodSpec) error {
 }
 
 // CheckBroker checks the key broker's StatefulSet: one replica, native gRPC
-// liveness and readiness probes, a data PVC, and the KEK Secret mounted
-// read-only with mode 0400.
+// liveness and readiness probes, a data PVC, and the KEK from a Secret:
+// CML_KEK through a secretKeyRef, or a volume mounted read-only with mode
+// 0400 and passed as --kek-file.
 func CheckBroker(s *appsv1.StatefulSet) error {
 	var errs []error
 	bad := func(format string, args ...any) {

@@ -102,25 +102,30 @@ func TestBrokerChecksFail(t *testing.T) {
 	if dir == "" {
 		t.Skipf("%s is unset: run scripts/check-deploy.sh", renderedEnv)
 	}
-	data, err := os.ReadFile(filepath.Join(dir, "cml--default.yaml"))
-	if err != nil {
-		t.Fatal(err)
+	rendered := func(values string) string {
+		data, err := os.ReadFile(filepath.Join(dir, "cml--"+values+".yaml"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(data)
 	}
-	base := string(data)
-	cases := []struct{ name, old, new, want string }{
-		{"two replicas", "  replicas: 1\n", "  replicas: 2\n", "replicas must be exactly 1"},
-		{"no liveness", "          livenessProbe:\n            grpc:\n", "          livenessProbe:\n            tcpSocket:\n", "grpc liveness probe"},
-		{"kek mode", "            defaultMode: 0400\n", "            defaultMode: 0440\n", "defaultMode 0400"},
-		{"caps kept", "              drop: [ALL]\n", "              drop: [NET_RAW]\n", "capabilities ALL"},
-		{"escalation", "            allowPrivilegeEscalation: false\n", "            allowPrivilegeEscalation: true\n", "allowPrivilegeEscalation"},
-		{"no seccomp", "          type: RuntimeDefault\n      initContainers:", "          type: Unconfined\n      initContainers:", "RuntimeDefault"},
-		{"init on another dir", "            - --data-dir=/var/lib/kbs/data\n            - --kek-file=/etc/kbs/kek/kek\n            - --exist-ok\n", "            - --data-dir=/var/lib/kbs\n            - --kek-file=/etc/kbs/kek/kek\n            - --exist-ok\n", "disagree on --data-dir"},
-		{"no requests", "            requests:\n              cpu: 100m\n", "            requests:\n", "no cpu request"},
+	// The default passes the KEK as CML_KEK; ci/kek-file.yaml as a file.
+	base, kekFile := rendered("default"), rendered("kek-file")
+	cases := []struct{ name, base, old, new, want string }{
+		{"two replicas", base, "  replicas: 1\n", "  replicas: 2\n", "replicas must be exactly 1"},
+		{"no liveness", base, "          livenessProbe:\n            grpc:\n", "          livenessProbe:\n            tcpSocket:\n", "grpc liveness probe"},
+		{"kek mode", kekFile, "            defaultMode: 0400\n", "            defaultMode: 0440\n", "defaultMode 0400"},
+		{"caps kept", base, "              drop: [ALL]\n", "              drop: [NET_RAW]\n", "capabilities ALL"},
+		{"escalation", base, "            allowPrivilegeEscalation: false\n", "            allowPrivilegeEscalation: true\n", "allowPrivilegeEscalation"},
+		{"no seccomp", base, "          type: RuntimeDefault\n      initContainers:", "          type: Unconfined\n      initContainers:", "RuntimeDefault"},
+		{"init on another dir", base, "            - --data-dir=/var/lib/kbs/data\n            - --exist-ok\n", "            - --data-dir=/var/lib/kbs\n            - --exist-ok\n", "disagree on --data-dir"},
+		{"init on another kek file", kekFile, "            - --kek-file=/etc/kbs/kek/kek\n            - --exist-ok\n", "            - --kek-file=/etc/kbs/kek/other\n            - --exist-ok\n", "disagree on --kek-file"},
+		{"no requests", base, "            requests:\n              cpu: 100m\n", "            requests:\n", "no cpu request"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			// Both kbs-init and kbs share these settings: break them in both.
-			m := mustReplaceAll(t, base, c.old, c.new)
+			m := mustReplaceAll(t, c.base, c.old, c.new)
 			if c.name == "no seccomp" {
 				m = mustReplaceAll(t, m, "            seccompProfile:\n              type: RuntimeDefault\n", "")
 			}

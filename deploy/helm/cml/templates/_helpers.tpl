@@ -61,6 +61,9 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- if not (has .Values.kek.source (list "file" "env")) }}
 {{- fail (printf "kek.source must be file or env, not %q" .Values.kek.source) }}
 {{- end }}
+{{- if and (eq .Values.kek.source "file") (not (kindIs "invalid" .Values.podSecurity.fsGroup)) }}
+{{- fail "kek.source=file does not work with podSecurity.fsGroup set: kubelet makes the KEK file group-readable (kubernetes/kubernetes#57923) and kbs refuses it; use kek.source=env, or set podSecurity.fsGroup=null (values.yaml explains)" }}
+{{- end }}
 {{- if not .Values.kek.existingSecret }}
 {{- fail "kek.existingSecret is required: create the KEK Secret first (docs/kubernetes.md)" }}
 {{- end }}
@@ -105,11 +108,4 @@ seccompProfile:
     secretKeyRef:
       name: {{ .Values.kek.existingSecret }}
       key: {{ .Values.kek.key }}
-{{- end }}
-
-{{- define "cml.kekEnv" -}}
-{{- if eq .Values.kek.source "env" }}
-env:
-  {{- include "cml.kekEnvVar" . | nindent 2 }}
-{{- end }}
 {{- end }}
