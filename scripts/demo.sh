@@ -1,30 +1,37 @@
 #!/usr/bin/env bash
-# make demo — the model owner's side of the Confidential Model Loader, end to
-# end on the local machine: generate a key, encrypt a sample model, inspect
-# it, decrypt it and check every byte, then watch a wrong key and a tampered
-# model be refused.
+# make demo — the Confidential Model Loader's main job, end to end on this
+# machine: a key broker (kbs) holds the model key; the model owner encrypts a
+# sample model with it; the loader proves with a (simulated) TDX quote and
+# its SPIFFE ID that it may have the key, receives it and decrypts the model;
+# every file is checked against the original; a TD with another MRTD and a
+# workload with another SPIFFE ID are denied; the audit log shows all of it
+# and its hash chain verifies.
 #
-# Each step is a function; main() at the bottom lists them in order. Later
-# releases add the key broker (kbs) and the loader as further steps.
+# Each step is a function; main() at the bottom lists them in order. The
+# broker setup is shared with scripts/bench-loader.sh (scripts/lib/broker.sh).
+#
+# Environment: DEMO_MODEL_MIB (weight shards together, default 48),
+# DEMO_KEEP=1 keeps the working directory (and kbs's log) for a look
+# afterwards, CML_BIN_DIR runs the binaries from another directory than bin/.
+# Exit status: 0 if every expectation held, 1 otherwise.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-KBSCTL_BIN="$ROOT/bin/kbsctl"
-MODEL_MIB=${DEMO_MODEL_MIB:-48} # size of the two weight shards together
+MODEL_MIB=${DEMO_MODEL_MIB:-48}
 KEY_ID=demo-llama
+BROKER_VERBOSE=1
+# shellcheck source=scripts/lib/broker.sh
+source "$ROOT/scripts/lib/broker.sh"
 
 if [[ -t 1 ]]; then BOLD=$'\033[1m' DIM=$'\033[2m' RESET=$'\033[0m'; else BOLD='' DIM='' RESET=''; fi
 
-# step prints a step heading.
 step() { printf '\n%s== %s%s\n' "$BOLD" "$*" "$RESET"; }
-# say prints one line of explanation.
 say() { printf '%s%s%s\n' "$DIM" "$*" "$RESET"; }
-# show prints a command, then runs it.
-show() { printf '$ %s\n' "$*"; "$@"; }
-die() { printf 'demo: %s\n' "$*" >&2; exit 1; }
-
-# kbsctl is what the commands shown call, so they read as a user would type them.
-kbsctl() { "$KBSCTL_BIN" "$@"; }
+show() { broker_show "$@"; }
+die() {
+	printf '%sdemo: FAILED: %s%s\n' "$BOLD" "$*" "$RESET" >&2
+	exit 1
+}
 
 # random_bytes SEED BYTES FILE writes BYTES pseudo-random bytes from a seeded
 # generator (AES-CTR keystream; /dev/urandom when openssl is missing).
@@ -38,115 +45,219 @@ random_bytes() {
 	[[ $(stat -c %s "$file") == "$n" ]] || die "could not generate $file"
 }
 
+# json_field NAME FILE prints the value of "NAME" in the last JSON log line
+# of FILE that has it (a string without its quotes, or a number).
+json_field() {
+	grep "\"$1\":" "$2" | tail -n 1 | sed -n "s/.*\"$1\":\"\{0,1\}\([^\",}]*\).*/\1/p"
+}
+
+LOADER_RUNS=0
+
+# run_loader WANT_RC WANT_REASON DST ARG... runs cml-loader --dst DST ARG...
+# (shown, with its log lines), then checks the exit code, and for a denial
+# the reason code and that nothing was written to DST.
+run_loader() {
+	local want_rc=$1 want_reason=$2 dst=$3
+	shift 3
+	local log rc=0
+	LOADER_RUNS=$((LOADER_RUNS + 1))
+	log=loader-$LOADER_RUNS.log
+	printf '$ %s\n' "$(broker_quote cml-loader "$@" --dst "$dst")"
+	cml-loader "$@" --dst "$dst" 2>"$log" || rc=$?
+	cat "$log"
+	if [[ $rc != "$want_rc" ]]; then
+		die "cml-loader exited with code $rc; expected $want_rc${want_reason:+ (denied: $want_reason)}"
+	fi
+	if [[ $rc == 0 ]]; then
+		say "-> exit 0: $(json_field files "$log") files, $(json_field bytes "$log") bytes decrypted into $dst;" \
+			"key $(json_field key "$log") v$(json_field key_version "$log") released after $(json_field attestation_ms "$log") ms of attestation" \
+			"(audit request id $(json_field request_id "$log"))"
+		return
+	fi
+	local reason
+	reason=$(json_field reason "$log")
+	[[ $reason == "$want_reason" ]] || die "cml-loader was denied with reason '$reason'; expected '$want_reason'"
+	[[ ! -e $dst ]] || die "a denied loader left $dst behind"
+	say "-> exit 3, denied: $reason (audit request id $(json_field request_id "$log")); nothing written to $dst"
+}
+
 setup() {
-	[[ -x $KBSCTL_BIN ]] || die "$KBSCTL_BIN is missing; run 'make build' (or 'make demo', which builds first)"
+	broker_check_bins || exit 1
+	START=$SECONDS
 	WORK=$(mktemp -d "${TMPDIR:-/tmp}/cml-demo.XXXXXX")
-	trap 'rm -rf "$WORK"' EXIT
+	trap cleanup EXIT
 	trap 'exit 130' INT TERM
 	cd "$WORK"
-	say "working in $WORK (removed at the end)"
+	printf '%sConfidential Model Loader demo%s: key broker, model owner and loader on this machine\n' "$BOLD" "$RESET"
+	if [[ ${DEMO_KEEP:-0} == 1 ]]; then
+		say "working in $WORK (kept: DEMO_KEEP=1)"
+	else
+		say "working in $WORK (removed at the end; DEMO_KEEP=1 keeps it)"
+	fi
+}
+
+# cleanup stops the kbs this demo started (by its PID) and removes the
+# working directory; on failure it shows the end of kbs's log first.
+cleanup() {
+	local rc=$?
+	trap - EXIT
+	if [[ $rc != 0 && $rc != 130 && -n ${WORK:-} && -s $WORK/kbs.log ]]; then
+		printf '\nlast lines of the kbs log (%s):\n' "$WORK/kbs.log" >&2
+		tail -n 15 "$WORK/kbs.log" >&2
+	fi
+	broker_stop || rc=1
+	cd /
+	if [[ -n ${WORK:-} && ${DEMO_KEEP:-0} != 1 ]]; then rm -rf "$WORK"; fi
+	exit "$rc"
+}
+
+step_identities() {
+	step "1. Identities: SPIFFE X.509-SVIDs"
+	say "In a cluster the SPIRE agent hands these out; here a development CA writes them as files."
+	broker_certs
+	say "The intruder is a real workload of the same trust domain, just not one the policy names."
+}
+
+step_platform() {
+	step "2. A simulated Intel TDX platform"
+	say "A test CA with Intel's certificate layout, signed collateral and a default TD: quotes from it go through the real verifier."
+	broker_tdxsim
+	say "The loader's TD has MRTD $BROKER_MRTD"
+}
+
+step_broker() {
+	step "3. Start the key broker"
+	say "kbs keeps keys in bbolt, sealed under a KEK; it trusts the simulator only because of the development flag."
+	broker_init
+	say "Every listener on 127.0.0.1:0: the kernel picks free ports, and kbs logs which."
+	broker_start
+	say "kbs (pid $BROKER_PID) serves mTLS gRPC on $BROKER_ADDR; its log: $WORK/$BROKER_LOG"
+	say "kbsctl and cml-loader read the broker's address and identity from the environment; kbsctl acts as the admin:"
+	printf '$ export CML_KBS=%s CML_KBS_SPIFFE_ID=%s CML_BUNDLE=%s\n' "$CML_KBS" "$CML_KBS_SPIFFE_ID" "$CML_BUNDLE"
+	printf '$ export CML_SVID_CERT=%s CML_SVID_KEY=%s\n' "$CML_SVID_CERT" "$CML_SVID_KEY"
+}
+
+step_key_policy() {
+	step "4. A model key and its release policy"
+	say "The broker generates the key; it never leaves the broker in clear. Then the policy: this loader, in this TD only."
+	show kbsctl key create "$KEY_ID" --description "demo model key"
+	cat >policy.json <<-EOF
+		{
+		  "spiffe_ids": ["$BROKER_LOADER_ID"],
+		  "mrtd": ["$BROKER_MRTD"],
+		  "allowed_tcb_status": ["UpToDate"]
+		}
+	EOF
+	show cat policy.json
+	show kbsctl policy put --key "$KEY_ID" --file policy.json
 }
 
 step_sample_model() {
-	step "1. A sample model"
-	say "A model is a directory of files: a config, a tokenizer and weight shards."
+	step "5. A sample model"
+	say "A directory of files: a config, a tokenizer and two weight shards (random bytes)."
 	mkdir -p llama-demo
 	cat >llama-demo/config.json <<-'EOF'
 		{"architectures": ["LlamaForCausalLM"], "hidden_size": 4096, "num_hidden_layers": 32}
 	EOF
 	random_bytes demo-tokenizer $((2 << 20)) llama-demo/tokenizer.json
-	local shard=$((MODEL_MIB / 2 << 20))
+	local shard=$(((MODEL_MIB << 20) / 2))
 	random_bytes demo-shard-1 "$shard" llama-demo/model-00001-of-00002.safetensors
 	random_bytes demo-shard-2 "$shard" llama-demo/model-00002-of-00002.safetensors
 	show ls -l llama-demo
 	(cd llama-demo && sha256sum -- *) >llama-demo.sha256
 }
 
-step_keygen() {
-	step "2. Generate a model key"
-	say "A 256-bit key, written as hex with mode 0600. Keep it secret; with a key broker it lives in kbs."
-	show kbsctl model keygen model.key
-	show ls -l model.key
-}
-
 step_encrypt() {
-	step "3. Encrypt the model"
-	say "Every file is encrypted in 1 MiB chunks (AES-256-GCM) under a per-file key; a manifest lists and authenticates them all."
-	show kbsctl model encrypt --key-file model.key --key-id "$KEY_ID" --in llama-demo --out llama-demo.emdl
-	show ls -l llama-demo.emdl
-}
-
-step_inspect() {
-	step "4. Inspect the encrypted model (no key needed)"
+	step "6. Encrypt the model with the broker's key"
+	say "kbsctl gets the key sealed to a one-time key pair of its own (audited), encrypts, and forgets it."
+	show kbsctl model encrypt --kbs "$CML_KBS" --key-id "$KEY_ID" --in llama-demo --out llama-demo.emdl --quiet
+	say "The encrypted model can sit on untrusted storage; its header names the key, readable without it:"
 	show kbsctl model inspect llama-demo.emdl
-	show kbsctl model inspect llama-demo.emdl --json
 }
 
-step_decrypt() {
-	step "5. Decrypt and verify every file"
-	say "This is what the loader does inside the TD, into an in-memory volume."
-	show kbsctl model decrypt --key-file model.key --key-id "$KEY_ID" --in llama-demo.emdl --out llama-demo.out
+step_load() {
+	step "7. The loader: attest, receive the key, decrypt"
+	say "What the Kubernetes init container runs: a fresh quote binds the broker's challenge and a one-time HPKE key;"
+	say "the broker checks quote and policy, seals the key to that HPKE key; the loader decrypts into models/ (tmpfs in a pod)."
+	mkdir -p models
+	run_loader 0 "" models/llama-demo --key "$KEY_ID" --src llama-demo.emdl "${BROKER_LOADER_FLAGS[@]}"
 	say "SHA-256 of every decrypted file against the original:"
-	(cd llama-demo.out && show sha256sum -c ../llama-demo.sha256) || die "decrypted model differs from the original"
+	printf '$ (cd models/llama-demo && sha256sum -c ../../llama-demo.sha256)\n'
+	(cd models/llama-demo && sha256sum -c ../../llama-demo.sha256) || die "the decrypted model differs from the original"
+	local want got
+	want=$(cd llama-demo && find . -type f | sort)
+	got=$(cd models/llama-demo && find . -type f | sort)
+	[[ $want == "$got" ]] || die "models/llama-demo does not hold exactly the model's files"
 }
 
-# expect_refused runs a kbsctl command that must fail with exit code 3
-# (model refused) and shows its message.
-expect_refused() {
-	printf '$ %s\n' "$*"
-	local rc=0
-	"$@" 2>&1 || rc=$? # stderr to stdout: keeps the message in order in a log
-	[[ $rc == 3 ]] || die "expected exit code 3 (model refused), got $rc"
-	say "(exit code $rc: model refused)"
+# other_td DIR MRTD makes DIR a copy of the simulator whose default TD has
+# MRTD: the same platform (and PCK) running another TD image.
+other_td() {
+	local dir=$1 mrtd=$2
+	cp -R "$BROKER_TDXSIM" "$dir"
+	sed "s/\"mrtd\": \"$BROKER_MRTD\"/\"mrtd\": \"$mrtd\"/" "$BROKER_TDXSIM/tdxsim.json" >"$dir/tdxsim.json"
+	[[ $(broker_td_mrtd "$dir") == "$mrtd" ]] || die "could not set the MRTD in $dir/tdxsim.json"
 }
 
-step_wrong_key() {
-	step "6. A wrong key is refused"
-	kbsctl model keygen other.key >/dev/null
-	expect_refused kbsctl model decrypt --key-file other.key --in llama-demo.emdl --out wrong-key.out
-	[[ ! -e wrong-key.out ]] || die "a refused decrypt left wrong-key.out behind"
+step_other_mrtd() {
+	step "8. Denied: the same machine running another TD image"
+	local mrtd
+	mrtd=$(printf 'another TD image' | sha384sum | cut -c1-96)
+	other_td tdxsim-other "$mrtd"
+	say "tdxsim-other/ is the same simulated platform, its TD measured as MRTD $mrtd."
+	say "A genuine quote, a genuine SVID: only the measurement is not the one the policy pins."
+	run_loader 3 mrtd_not_allowed models/other-td --key "$KEY_ID" --src llama-demo.emdl \
+		--svid-cert "$BROKER_CERTS/loader.pem" --svid-key "$BROKER_CERTS/loader-key.pem" \
+		--quote-provider simulated --dev-insecure-simulated-tdx tdxsim-other
 }
 
-step_tampered() {
-	step "7. A tampered model is refused"
-	cp -r llama-demo.emdl tampered.emdl
-	local victim offset byte
-	victim=$(find tampered.emdl -type f -size +1M | sort | head -n 1)
-	offset=$(($(stat -c %s "$victim") / 2))
-	byte=$(od -An -tu1 -j "$offset" -N1 "$victim" | tr -d ' ')
-	printf '%b' "\\0$(printf '%03o' $((byte ^ 1)))" | dd of="$victim" bs=1 seek="$offset" conv=notrunc status=none
-	say "flipped one bit at offset $offset of $victim"
-	expect_refused kbsctl model decrypt --key-file model.key --in tampered.emdl --out tampered.out
-	[[ ! -e tampered.out ]] || die "a refused decrypt left tampered.out behind"
-	say "Nothing was written: output appears only after the whole model verified."
+step_intruder() {
+	step "9. Denied: a workload with another SPIFFE ID"
+	say "The right TD, but the intruder's SVID: the broker refuses before it even issues a challenge."
+	run_loader 3 spiffe_id_not_allowed models/intruder --key "$KEY_ID" --src llama-demo.emdl \
+		--svid-cert "$BROKER_CERTS/intruder.pem" --svid-key "$BROKER_CERTS/intruder-key.pem" \
+		--quote-provider simulated --dev-insecure-simulated-tdx "$BROKER_TDXSIM"
 }
 
-walkthrough() {
-	step "Done"
+step_audit() {
+	step "10. The audit log"
+	say "One record per decision, allow or deny, with the caller and the reasons; (sim) marks simulator quotes."
+	show kbsctl audit list | tee audit.txt
+	grep -Eq "$BROKER_LOADER_ID +ReleaseKey +$KEY_ID@1 +allow" audit.txt || die "no allowed ReleaseKey by the loader in the audit log"
+	grep -Eq "$BROKER_LOADER_ID +ReleaseKey +$KEY_ID@1 +deny.* mrtd_not_allowed" audit.txt || die "no ReleaseKey denied with mrtd_not_allowed in the audit log"
+	grep -Eq "$BROKER_INTRUDER_ID +[A-Za-z]+ +${KEY_ID}[@0-9]* +deny.* spiffe_id_not_allowed" audit.txt || die "no call by the intruder denied with spiffe_id_not_allowed in the audit log"
+	say "Each record holds the SHA-256 of the one before; the broker recomputes the chain:"
+	show kbsctl audit verify || die "the audit log does not verify"
+}
+
+finish() {
+	step "Done in $((SECONDS - START)) s"
 	cat <<-EOF
 		What happened:
-		  1. a $((MODEL_MIB + 2)) MiB sample model (config, tokenizer, two weight shards)
-		  2. kbsctl model keygen   — a fresh 256-bit key (mode 0600)
-		  3. kbsctl model encrypt  — the EMDL model: per-file keys, 1 MiB AES-256-GCM chunks, authenticated manifest
-		  4. kbsctl model inspect  — key id/version, suite and size, readable without the key
-		  5. kbsctl model decrypt  — every file verified and byte-identical (sha256sum -c)
-		  6. a wrong key           — refused, exit code 3, nothing written
-		  7. one flipped bit       — refused, exit code 3, nothing written
-		In a cluster, the key stays in kbs and cml-loader performs step 5 inside an
-		attested TDX guest. See docs/kbsctl.md.
+		  1-3. development SVIDs, a simulated TDX platform, kbs serving on $BROKER_ADDR
+		  4.   key $KEY_ID created in the broker; policy: $BROKER_LOADER_ID in a TD with the pinned MRTD
+		  5-6. a $((MODEL_MIB + 2)) MiB model encrypted with the broker's key (kbsctl never wrote the key to disk)
+		  7.   cml-loader attested, received the key sealed to its one-time key, decrypted: every SHA-256 matches
+		  8.   another MRTD            -> denied, mrtd_not_allowed, exit 3
+		  9.   another SPIFFE ID       -> denied, spiffe_id_not_allowed, exit 3
+		  10.  every decision is in the audit log, and its hash chain verifies
+		Next: docs/demo.md, docs/loader.md (the init container), docs/kubernetes.md.
 	EOF
 }
 
 main() {
 	setup
+	step_identities
+	step_platform
+	step_broker
+	step_key_policy
 	step_sample_model
-	step_keygen
 	step_encrypt
-	step_inspect
-	step_decrypt
-	step_wrong_key
-	step_tampered
-	walkthrough
+	step_load
+	step_other_mrtd
+	step_intruder
+	step_audit
+	finish
 }
 
 main "$@"
