@@ -29,6 +29,8 @@ func TestCommandHelp(t *testing.T) {
 			"--metrics-listen", "(default :9090)", "[KBS_METRICS_LISTEN]", "--spiffe-socket", "--svid-cert", "--svid-key",
 			"--bundle", "--admin-ids", "--auditor-ids", "--kek-file", "CML_KEK", "--collateral-dir", "--pcs-url",
 			"--pccs-url", "--pccs-ca", "--collateral-cache", "--challenge-ttl", "(default 1m0s)", "--max-request-bytes",
+			"--max-challenges-per-caller N", "[KBS_MAX_CHALLENGES_PER_CALLER]", "(default 16)", "too_many_challenges",
+			"--max-challenges N", "[KBS_MAX_CHALLENGES]", "(default 100000)",
 			"--log-level", "(default info)", "--shutdown-timeout", "--dev-insecure-simulated-tdx",
 			"[KBS_DEV_INSECURE_SIMULATED_TDX]", "Exit codes:", "NOT_SERVING",
 		} {

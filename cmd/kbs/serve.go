@@ -46,6 +46,12 @@ const (
 	minRequestBytes        = 128 << 10
 	maxRequestBytes        = 64 << 20
 	maxChallengeTTL        = time.Hour
+	// Outstanding-challenge bounds. Each outstanding challenge (and each
+	// remembered spent nonce, bounded by the same total) costs a few
+	// hundred bytes, so the ceiling keeps the worst case well under 1 GiB.
+	defaultMaxChallengesPerCaller = server.DefaultMaxChallengesPerCaller
+	defaultMaxChallenges          = server.DefaultMaxChallenges
+	maxMaxChallenges              = 1_000_000
 )
 
 // serveConfig is the parsed command line of kbs serve.
@@ -68,9 +74,13 @@ type serveConfig struct {
 	collateralCache string
 	challengeTTL    time.Duration
 	maxRequestBytes int64
-	logLevel        slog.Level
-	devSimDir       string
-	shutdownTimeout time.Duration
+	// maxChallengesPerCaller and maxChallenges bound the outstanding
+	// GetChallenge nonces of one SPIFFE ID and of all callers.
+	maxChallengesPerCaller int64
+	maxChallenges          int64
+	logLevel               slog.Level
+	devSimDir              string
+	shutdownTimeout        time.Duration
 }
 
 // serveFlags are the raw flag values before validation.
@@ -140,6 +150,10 @@ Examples:
 			fl.String(&f.collateralCache, "collateral-cache", "DIR", "", "directory where fetched collateral is kept across restarts\n(default DIR/"+collateralCacheName+"; only with --pcs-url or --pccs-url)")
 			fl.Duration(&f.challengeTTL, "challenge-ttl", "DURATION", defaultChallengeTTL, "how long a GetChallenge nonce stays valid")
 			fl.Int64(&f.maxRequestBytes, "max-request-bytes", "BYTES", defaultMaxRequestBytes, "largest gRPC request accepted, in bytes")
+			fl.Int64(&f.maxChallengesPerCaller, "max-challenges-per-caller", "N", defaultMaxChallengesPerCaller,
+				"most outstanding (issued, unused, unexpired) challenges of one\nSPIFFE ID; beyond it GetChallenge fails with RESOURCE_EXHAUSTED\ntoo_many_challenges. Raise it when many loaders share one\nSPIFFE ID and start together")
+			fl.Int64(&f.maxChallenges, "max-challenges", "N", defaultMaxChallenges,
+				fmt.Sprintf("most outstanding challenges of all callers together\n(at least --max-challenges-per-caller, at most %d)", maxMaxChallenges))
 			fl.String(&f.logLevel, "log-level", "LEVEL", "info", "debug, info, warn or error")
 			fl.Duration(&f.shutdownTimeout, "shutdown-timeout", "DURATION", defaultShutdownTimeout, "how long running calls may take to finish at\nshutdown before they are cut off")
 			fl.String(&f.devSimDir, "dev-insecure-simulated-tdx", "DIR", "", "DEVELOPMENT ONLY: also trust the TDX simulator root in this\n"+
@@ -241,6 +255,12 @@ func (f *serveFlags) validate(fl *flags) (*serveConfig, error) {
 	}
 	if c.maxRequestBytes < minRequestBytes || c.maxRequestBytes > maxRequestBytes {
 		return nil, usagef("--max-request-bytes %d is out of range [%d, %d]", c.maxRequestBytes, minRequestBytes, maxRequestBytes)
+	}
+	if c.maxChallenges < 1 || c.maxChallenges > maxMaxChallenges {
+		return nil, usagef("--max-challenges %d is out of range [1, %d]", c.maxChallenges, maxMaxChallenges)
+	}
+	if c.maxChallengesPerCaller < 1 || c.maxChallengesPerCaller > c.maxChallenges {
+		return nil, usagef("--max-challenges-per-caller %d is out of range [1, %d] (at most --max-challenges)", c.maxChallengesPerCaller, c.maxChallenges)
 	}
 	if c.shutdownTimeout <= 0 {
 		return nil, usagef("--shutdown-timeout must be positive, got %s", c.shutdownTimeout)
@@ -466,6 +486,8 @@ func runServe(ctx context.Context, e *env, c *serveConfig) (err error) {
 		slog.Group("collateral", c.collateralSummary()...),
 		slog.String("challenge_ttl", c.challengeTTL.String()),
 		slog.Int64("max_request_bytes", c.maxRequestBytes),
+		slog.Int64("max_challenges_per_caller", c.maxChallengesPerCaller),
+		slog.Int64("max_challenges", c.maxChallenges),
 		slog.String("shutdown_timeout", c.shutdownTimeout.String()),
 		slog.String("log_level", c.logLevel.String()),
 		slog.Bool("dev_insecure_simulated_tdx", c.devSimDir != ""),
@@ -537,10 +559,14 @@ func runServe(ctx context.Context, e *env, c *serveConfig) (err error) {
 		AuditorIDs:      c.auditorIDs,
 		ChallengeTTL:    c.challengeTTL,
 		MaxRequestBytes: int(c.maxRequestBytes),
-		Simulated:       c.devSimDir != "",
-		Now:             e.now,
-		Logger:          log,
-		Metrics:         m,
+		// Both are validated to [1, maxMaxChallenges]: never 0 (the
+		// server's "default") and never truncated by the conversion.
+		MaxChallengesPerCaller: int(c.maxChallengesPerCaller),
+		MaxChallenges:          int(c.maxChallenges),
+		Simulated:              c.devSimDir != "",
+		Now:                    e.now,
+		Logger:                 log,
+		Metrics:                m,
 	})
 	if err != nil {
 		return err

@@ -16,7 +16,9 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc/codes"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
 
 	"github.com/cml-project/cml/keyrelease"
 	kbsv1 "github.com/cml-project/cml/proto/cml/kbs/v1"
@@ -56,6 +58,7 @@ func TestServeDefaults(t *testing.T) {
 		svidCert: "c.pem", svidKey: "k.pem", bundle: "b.pem",
 		pcsURL: collateral.DefaultPCSURL, collateralCache: filepath.Join("/d", "collateral"),
 		challengeTTL: 60 * time.Second, maxRequestBytes: defaultMaxRequestBytes,
+		maxChallengesPerCaller: 16, maxChallenges: 100_000,
 		shutdownTimeout: defaultShutdownTimeout,
 	}
 	if !equalConfig(cfg, &want) {
@@ -70,7 +73,8 @@ func equalConfig(a, b *serveConfig) bool {
 		slices.Equal(a.auditorIDs, b.auditorIDs) && a.kekFile == b.kekFile && a.collateralDir == b.collateralDir &&
 		a.pcsURL == b.pcsURL && a.pccsURL == b.pccsURL && a.pccsCA == b.pccsCA &&
 		a.collateralCache == b.collateralCache && a.challengeTTL == b.challengeTTL &&
-		a.maxRequestBytes == b.maxRequestBytes && a.logLevel == b.logLevel && a.devSimDir == b.devSimDir &&
+		a.maxRequestBytes == b.maxRequestBytes && a.maxChallengesPerCaller == b.maxChallengesPerCaller &&
+		a.maxChallenges == b.maxChallenges && a.logLevel == b.logLevel && a.devSimDir == b.devSimDir &&
 		a.shutdownTimeout == b.shutdownTimeout
 }
 
@@ -84,8 +88,11 @@ func TestServeEnvAndPrecedence(t *testing.T) {
 		"KBS_CHALLENGE_TTL":  "30s",
 		"KBS_LOG_LEVEL":      "debug",
 		"KBS_PCCS_URL":       "https://pccs.example:8081",
+		// 64 loader pods sharing one SPIFFE ID and starting together.
+		"KBS_MAX_CHALLENGES_PER_CALLER": "64",
+		"KBS_MAX_CHALLENGES":            "500000",
 	}
-	cfg, code, stderr := parseServe(t, environ, "--listen", "127.0.0.1:2", "--challenge-ttl", "10s")
+	cfg, code, stderr := parseServe(t, environ, "--listen", "127.0.0.1:2", "--challenge-ttl", "10s", "--max-challenges", "1000")
 	if code != exitOK {
 		t.Fatalf("exit %d: %s", code, stderr)
 	}
@@ -94,6 +101,10 @@ func TestServeEnvAndPrecedence(t *testing.T) {
 	}
 	if cfg.listen != "127.0.0.1:2" || cfg.challengeTTL != 10*time.Second {
 		t.Errorf("the flag must win over the environment: listen %q ttl %s", cfg.listen, cfg.challengeTTL)
+	}
+	if cfg.maxChallengesPerCaller != 64 || cfg.maxChallenges != 1000 {
+		t.Errorf("max challenges per caller %d (want 64 from the environment), total %d (want 1000 from the flag)",
+			cfg.maxChallengesPerCaller, cfg.maxChallenges)
 	}
 	if !slices.Equal(cfg.adminIDs, []string{"spiffe://example.org/a", "spiffe://example.org/ops/*"}) {
 		t.Errorf("admin ids %q", cfg.adminIDs)
@@ -148,6 +159,14 @@ func TestServeUsageErrors(t *testing.T) {
 		{"ttl zero", nil, append(slices.Clone(ident), "--challenge-ttl", "0s"), "--challenge-ttl"},
 		{"ttl env garbage", map[string]string{"KBS_CHALLENGE_TTL": "soon"}, ident, "environment variable KBS_CHALLENGE_TTL"},
 		{"small requests", nil, append(slices.Clone(ident), "--max-request-bytes", "1000"), "--max-request-bytes"},
+		{"per caller zero", nil, append(slices.Clone(ident), "--max-challenges-per-caller", "0"), "--max-challenges-per-caller 0 is out of range [1, 100000]"},
+		{"per caller negative", nil, append(slices.Clone(ident), "--max-challenges-per-caller=-1"), "--max-challenges-per-caller -1 is out of range"},
+		{"per caller above total", nil, append(slices.Clone(ident), "--max-challenges", "10", "--max-challenges-per-caller", "11"), "--max-challenges-per-caller 11 is out of range [1, 10]"},
+		{"per caller above default total", map[string]string{"KBS_MAX_CHALLENGES_PER_CALLER": "100001"}, ident, "--max-challenges-per-caller 100001 is out of range"},
+		{"per caller env garbage", map[string]string{"KBS_MAX_CHALLENGES_PER_CALLER": "many"}, ident, "environment variable KBS_MAX_CHALLENGES_PER_CALLER"},
+		{"total zero", nil, append(slices.Clone(ident), "--max-challenges", "0"), "--max-challenges 0 is out of range [1, 1000000]"},
+		{"total too large", map[string]string{"KBS_MAX_CHALLENGES": "1000001"}, ident, "--max-challenges 1000001 is out of range"},
+		{"total overflows", nil, append(slices.Clone(ident), "--max-challenges", "99999999999999999999"), "--max-challenges"},
 		{"log level", nil, append(slices.Clone(ident), "--log-level", "loud"), "--log-level"},
 		{"log level offset", nil, append(slices.Clone(ident), "--log-level", "info+2"), "--log-level"},
 		{"empty sim dir", nil, append(slices.Clone(ident), "--dev-insecure-simulated-tdx", ""), "needs the simulator directory"},
@@ -232,10 +251,11 @@ func (f *fixture) release(ctx context.Context, kb kbsv1.KeyBrokerServiceClient, 
 
 // TestServeProcess runs the real binary: init, serve with dev certificates
 // and the TDX simulator, health, an admin call and a release over mTLS,
-// /metrics, and SIGTERM with a clean exit and a closed database.
+// /metrics, the challenge bound set on the command line, and SIGTERM with a
+// clean exit and a closed database.
 func TestServeProcess(t *testing.T) {
 	f := newFixture(t)
-	p := start(t, nil, f.serveArgs()...)
+	p := start(t, []string{"KBS_MAX_CHALLENGES=50"}, f.serveArgs("--max-challenges-per-caller", "1")...)
 	healthAddr := p.addr(t, "health")
 	waitServing(t, healthAddr)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -254,6 +274,9 @@ func TestServeProcess(t *testing.T) {
 	cfgLine := p.logLine("kbs starting")
 	if cfgLine == nil || cfgLine["dev_insecure_simulated_tdx"] != true {
 		t.Errorf("no configuration line: %v", cfgLine)
+	}
+	if cfgLine["max_challenges_per_caller"] != 1.0 || cfgLine["max_challenges"] != 50.0 {
+		t.Errorf("configuration line: max_challenges_per_caller %v, max_challenges %v", cfgLine["max_challenges_per_caller"], cfgLine["max_challenges"])
 	}
 	if !containsAll(p.output(), "WARNING: kbs is running with --dev-insecure-simulated-tdx", "FOR TESTS AND DEMOS ONLY") {
 		t.Error("no development warning")
@@ -279,6 +302,15 @@ func TestServeProcess(t *testing.T) {
 	if len(dek) != store.DEKSize {
 		t.Errorf("released key is %d bytes", len(dek))
 	}
+	// --max-challenges-per-caller 1 reached the broker: the release above
+	// consumed its challenge, so one more is issued and a second refused.
+	if _, err := kb.GetChallenge(ctx, &kbsv1.GetChallengeRequest{KeyId: "llama"}); err != nil {
+		t.Fatalf("GetChallenge: %v", err)
+	}
+	_, err = kb.GetChallenge(ctx, &kbsv1.GetChallengeRequest{KeyId: "llama"})
+	if reason := reasonOf(err); status.Code(err) != codes.ResourceExhausted || reason != "too_many_challenges" {
+		t.Errorf("second outstanding challenge: %v (reason %q), want ResourceExhausted too_many_challenges", err, reason)
+	}
 
 	// /metrics.
 	resp, err := http.Get("http://" + p.addr(t, "metrics") + "/metrics")
@@ -292,6 +324,7 @@ func TestServeProcess(t *testing.T) {
 		`kbs_requests_total{method="/cml.kbs.v1.AdminService/CreateKey",code="OK"} 1`,
 		`kbs_requests_total{method="/cml.kbs.v1.AdminService/CreateKey",code="PermissionDenied"} 1`,
 		`kbs_requests_total{method="/cml.kbs.v1.KeyBrokerService/ReleaseKey",code="OK"} 1`,
+		`kbs_requests_total{method="/cml.kbs.v1.KeyBrokerService/GetChallenge",code="ResourceExhausted"} 1`,
 		`kbs_release_decisions_total{decision="allow",reason="ok"} 1`,
 		`kbs_quote_verification_seconds_count 1`,
 		`kbs_keys{state="enabled"} 1`,
@@ -349,6 +382,17 @@ func TestServeProcess(t *testing.T) {
 	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
 		t.Error("test ran out of time")
 	}
+}
+
+// reasonOf returns the reason code of the broker's ErrorDetail in err.
+func reasonOf(err error) string {
+	st, _ := status.FromError(err)
+	for _, d := range st.Details() {
+		if ed, ok := d.(*kbsv1.ErrorDetail); ok {
+			return ed.GetReasonCode()
+		}
+	}
+	return ""
 }
 
 // TestServePortInUse: a listener that cannot bind fails the start with
@@ -528,6 +572,7 @@ func FuzzServeCommandLine(f *testing.F) {
 	f.Add("--data-dir /d --spiffe-socket /s --collateral-dir /c --pcs-url https://x", "KBS_LOG_LEVEL", "warn")
 	f.Add("--data-dir=/d --spiffe-socket=/s --challenge-ttl=1h1s", "KBS_METRICS_LISTEN", "")
 	f.Add("--help", "CML_KEK", "00")
+	f.Add("--data-dir /d --spiffe-socket /s --max-challenges 8", "KBS_MAX_CHALLENGES_PER_CALLER", "9")
 	f.Fuzz(func(t *testing.T, line, envName, envValue string) {
 		cfg, code, _ := parseServe(t, map[string]string{envName: envValue}, strings.Fields(line)...)
 		switch code {
@@ -536,6 +581,7 @@ func FuzzServeCommandLine(f *testing.F) {
 				return // --help
 			}
 			if cfg.dataDir == "" || cfg.listen == "" || cfg.healthListen == "" || cfg.challengeTTL <= 0 ||
+				cfg.maxChallengesPerCaller < 1 || cfg.maxChallengesPerCaller > cfg.maxChallenges || cfg.maxChallenges > maxMaxChallenges ||
 				(cfg.spiffeSocket == "") == (cfg.svidCert == "") {
 				t.Errorf("accepted an invalid configuration: %+v", *cfg)
 			}
