@@ -176,8 +176,10 @@ func (c *Client) Admin() kbsv1.AdminServiceClient { return c.admin }
 func (c *Client) KeyBroker() kbsv1.KeyBrokerServiceClient { return c.broker }
 
 // UnavailableError reports that the broker (or the identity source) could
-// not be reached within the retry budget. Err is the last failure; it keeps
-// its gRPC status, so status.Code(err) is Unavailable or DeadlineExceeded.
+// not be reached within the retry budget, or was still refusing challenges
+// with too_many_challenges when it ran out. Err is the last failure; it keeps
+// its gRPC status, so status.Code(err) is Unavailable, DeadlineExceeded or
+// ResourceExhausted.
 type UnavailableError struct {
 	What string // "key broker" or "identity source"
 	Err  error

@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -17,6 +19,7 @@ import (
 	"github.com/cml-project/cml/client/clienttest"
 	kbsv1 "github.com/cml-project/cml/proto/cml/kbs/v1"
 	"github.com/cml-project/cml/server/audit"
+	"github.com/cml-project/cml/tdx/quote"
 )
 
 // dial connects to b as id with opts on top of the required ones.
@@ -374,5 +377,76 @@ func TestBadKeyID(t *testing.T) {
 	}
 	if n := releaseRecords(t, b); n != 0 {
 		t.Errorf("%d requests reached the broker", n)
+	}
+}
+
+// gatedQuoter holds its first GetQuote until gate closes, so the release
+// that got a challenge keeps it outstanding meanwhile.
+type gatedQuoter struct {
+	qp    quote.Provider
+	gate  chan struct{}
+	first atomic.Bool
+}
+
+func (g *gatedQuoter) GetQuote(ctx context.Context, rd [64]byte) ([]byte, error) {
+	if g.first.CompareAndSwap(false, true) {
+		select {
+		case <-g.gate:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	return g.qp.GetQuote(ctx, rd)
+}
+
+// TestTooManyChallengesRealBroker: two loaders of one SPIFFE ID release at
+// once from a broker that allows one outstanding challenge per caller. While
+// the first holds its challenge, the second is refused too_many_challenges
+// (audited), retries, and both get the key.
+func TestTooManyChallengesRealBroker(t *testing.T) {
+	b := clienttest.New(t, clienttest.Options{Bufconn: true, MaxChallengesPerCaller: 1})
+	dek := b.ImportKey(t, "m", b.DefaultPolicy())
+	q := &gatedQuoter{qp: b.Quoter(), gate: make(chan struct{})}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+
+	var (
+		wg   sync.WaitGroup
+		keys [2]*client.ReleasedKey
+		errs [2]error
+	)
+	for i := range 2 {
+		c := dial(t, b, b.LoaderID, client.WithRetry(20*time.Second))
+		wg.Go(func() { keys[i], errs[i] = c.ReleaseKey(ctx, "m", 0, q) })
+	}
+	// Open the gate once the broker has refused a challenge.
+	refused := func() bool {
+		recs, err := b.Store.ListAudit(ctx, audit.Filter{Limit: 1000})
+		if err != nil {
+			t.Error(err)
+			return true
+		}
+		for _, r := range recs {
+			if r.Operation == "GetChallenge" && slices.Contains(r.Reasons, "too_many_challenges") {
+				return true
+			}
+		}
+		return false
+	}
+	for !refused() && ctx.Err() == nil {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if ctx.Err() != nil {
+		t.Error("the broker never refused a challenge")
+	}
+	close(q.gate)
+	wg.Wait()
+	for i := range 2 {
+		if errs[i] != nil {
+			t.Fatalf("release %d: %v", i, errs[i])
+		}
+		if !bytes.Equal(keys[i].Key, dek) {
+			t.Errorf("release %d: key differs from the DEK", i)
+		}
 	}
 }

@@ -39,11 +39,15 @@
 //
 // WithRetry(maxWait) repeats an operation that failed with Unavailable (the
 // broker not listening yet, a connection refused or reset, a failed
-// handshake, collateral unavailable) or ran into the WithTimeout limit, with
-// exponential backoff (100 ms doubling to 5 s, ±20 % jitter), until maxWait
-// has passed since the operation began; then the error is an
-// *UnavailableError. A release is repeated from GetChallenge with a new key
-// pair. PermissionDenied and every other answer are never retried, and of the
-// raw Admin calls only the read-only ones are: a state change that failed
-// with Unavailable may have happened.
+// handshake, collateral unavailable) or ran into the WithTimeout limit, and a
+// release whose GetChallenge was refused with ResourceExhausted and the
+// reason "too_many_challenges" (the broker bounds the outstanding challenges
+// per SPIFFE ID and in total; many loaders of one ID starting together reach
+// that bound until their releases complete). It waits with exponential
+// backoff (100 ms doubling to 5 s, ±20 % jitter), until maxWait has passed
+// since the operation began; then the error is an *UnavailableError. A
+// release is repeated from GetChallenge with a new key pair.
+// PermissionDenied, ResourceExhausted with any other reason, and every other
+// answer are never retried, and of the raw Admin calls only the read-only
+// ones are: a state change that failed with Unavailable may have happened.
 package client

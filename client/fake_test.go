@@ -37,8 +37,14 @@ type fakeBroker struct {
 	delay    time.Duration
 	mutate   func(*kbsv1.ReleaseKeyResponse)
 	fail     atomic.Int32 // fail this many calls with Unavailable
-	calls    atomic.Int32 // GetChallenge, GetKey and CreateKey calls
-	releases atomic.Int32
+	// busy fails this many GetChallenge calls with busyCode (default
+	// ResourceExhausted) and an ErrorDetail of busyReason (default
+	// too_many_challenges; "-" for no detail at all).
+	busy       atomic.Int32
+	busyCode   codes.Code
+	busyReason string
+	calls      atomic.Int32 // GetChallenge, GetKey and CreateKey calls
+	releases   atomic.Int32
 }
 
 func (f *fakeBroker) start() error {
@@ -54,6 +60,10 @@ func (f *fakeBroker) GetChallenge(ctx context.Context, _ *kbsv1.GetChallengeRequ
 	if err := f.start(); err != nil {
 		return nil, err
 	}
+	if f.busy.Load() > 0 {
+		f.busy.Add(-1)
+		return nil, f.busyErr()
+	}
 	select {
 	case <-time.After(f.delay):
 	case <-ctx.Done():
@@ -66,6 +76,26 @@ func (f *fakeBroker) GetChallenge(ctx context.Context, _ *kbsv1.GetChallengeRequ
 	nonce := make([]byte, n)
 	rand.Read(nonce)
 	return &kbsv1.GetChallengeResponse{Nonce: nonce}, nil
+}
+
+// busyErr is the scripted refusal of GetChallenge, shaped like the real
+// broker's: the reason is both the message and the ErrorDetail.
+func (f *fakeBroker) busyErr() error {
+	code, reason := f.busyCode, f.busyReason
+	if code == codes.OK {
+		code = codes.ResourceExhausted
+	}
+	if reason == "" {
+		reason = "too_many_challenges"
+	}
+	if reason == "-" {
+		return status.Error(code, "scripted refusal")
+	}
+	st, err := status.New(code, reason).WithDetails(&kbsv1.ErrorDetail{ReasonCode: reason, RequestId: "00000000000000ff"})
+	if err != nil {
+		panic(err)
+	}
+	return st.Err()
 }
 
 func (f *fakeBroker) ReleaseKey(_ context.Context, req *kbsv1.ReleaseKeyRequest) (*kbsv1.ReleaseKeyResponse, error) {
@@ -222,6 +252,78 @@ func TestTransientUnavailableRetried(t *testing.T) {
 	}
 	if n := f.calls.Load(); n != 3 {
 		t.Errorf("%d GetChallenge calls, want 3", n)
+	}
+}
+
+// TestTooManyChallengesRetried: a GetChallenge refused with
+// ResourceExhausted too_many_challenges is temporary and retried with
+// WithRetry; nothing else that looks like it is.
+func TestTooManyChallengesRetried(t *testing.T) {
+	f := &fakeBroker{}
+	f.busy.Store(3)
+	rk, err := startFake(t, f, client.WithRetry(20*time.Second)).ReleaseKey(context.Background(), "m", 0, &fakeQuoter{})
+	if err != nil {
+		t.Fatalf("ReleaseKey after three too_many_challenges: %v", err)
+	}
+	if string(rk.Key) != string(f.dek) {
+		t.Error("released key differs")
+	}
+	if n, r := f.calls.Load(), f.releases.Load(); n != 4 || r != 1 {
+		t.Errorf("%d GetChallenge and %d ReleaseKey calls, want 4 and 1", n, r)
+	}
+
+	// Without WithRetry: the refusal as it is, reason readable.
+	f = &fakeBroker{}
+	f.busy.Store(1)
+	_, err = startFake(t, f).ReleaseKey(context.Background(), "m", 0, &fakeQuoter{})
+	var u *client.UnavailableError
+	if reason, _, _ := client.ReasonOf(err); status.Code(err) != codes.ResourceExhausted || reason != "too_many_challenges" || errors.As(err, &u) {
+		t.Errorf("without retry: %v (reason %q), want ResourceExhausted too_many_challenges", err, reason)
+	}
+	if n := f.calls.Load(); n != 1 {
+		t.Errorf("without retry: %d GetChallenge calls, want 1", n)
+	}
+
+	// With a budget that runs out while the broker stays busy: an
+	// UnavailableError that keeps the code and the reason.
+	f = &fakeBroker{}
+	f.busy.Store(1 << 20)
+	start := time.Now()
+	_, err = startFake(t, f, client.WithRetry(700*time.Millisecond)).ReleaseKey(context.Background(), "m", 0, &fakeQuoter{})
+	if reason, _, _ := client.ReasonOf(err); !errors.As(err, &u) || status.Code(err) != codes.ResourceExhausted || reason != "too_many_challenges" {
+		t.Errorf("budget spent: %v (reason %q), want an UnavailableError with ResourceExhausted too_many_challenges", err, reason)
+	}
+	if n, el := f.calls.Load(), time.Since(start); n < 2 || el > 5*time.Second {
+		t.Errorf("budget spent: %d attempts in %s, want several in about 700ms", n, el)
+	}
+	if f.releases.Load() != 0 {
+		t.Error("ReleaseKey called without a challenge")
+	}
+}
+
+func TestOtherRefusalsOfGetChallengeNotRetried(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		code   codes.Code
+		reason string
+	}{
+		{"resource exhausted, other reason", codes.ResourceExhausted, "request_too_large"},
+		{"resource exhausted, no detail", codes.ResourceExhausted, "-"},
+		{"permission denied", codes.PermissionDenied, "spiffe_id_not_allowed"},
+		{"permission denied, same reason", codes.PermissionDenied, "too_many_challenges"},
+		{"failed precondition, same reason", codes.FailedPrecondition, "too_many_challenges"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := &fakeBroker{busyCode: tc.code, busyReason: tc.reason}
+			f.busy.Store(1)
+			_, err := startFake(t, f, client.WithRetry(20*time.Second)).ReleaseKey(context.Background(), "m", 0, &fakeQuoter{})
+			if status.Code(err) != tc.code {
+				t.Errorf("ReleaseKey: %v, want code %s", err, tc.code)
+			}
+			if n := f.calls.Load(); n != 1 {
+				t.Errorf("%d GetChallenge calls, want 1 (not retried)", n)
+			}
+		})
 	}
 }
 

@@ -59,9 +59,12 @@ func WithTimeout(d time.Duration) Option {
 }
 
 // WithRetry retries calls that fail with Unavailable (broker not reachable,
-// connection refused or reset, handshake failure) with exponential backoff,
-// for at most maxWait in total per operation. PermissionDenied and every
-// other code are never retried.
+// connection refused or reset, handshake failure), and releases whose
+// GetChallenge is refused with ResourceExhausted "too_many_challenges" (the
+// broker's bound on outstanding challenges, reached while other loaders are
+// mid-release), with exponential backoff, for at most maxWait in total per
+// operation. PermissionDenied and every other code or reason are never
+// retried.
 func WithRetry(maxWait time.Duration) Option {
 	return func(o *options) { o.retryWait = maxWait }
 }

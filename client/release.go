@@ -50,8 +50,9 @@ func (k *ReleasedKey) Zero() {
 //     for.
 //
 // A refusal is a *DeniedError. With WithRetry, an unreachable broker
-// (Unavailable) repeats the whole protocol with a fresh challenge and key
-// pair; nothing else is retried. Other errors keep their gRPC status
+// (Unavailable), or a GetChallenge refused with ResourceExhausted
+// "too_many_challenges", repeats the whole protocol with a fresh challenge
+// and key pair; nothing else is retried. Other errors keep their gRPC status
 // (status.Code works on them).
 //
 // The ephemeral private key is dropped after each attempt; crypto/hpke does

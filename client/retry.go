@@ -46,15 +46,28 @@ func (b *backoffTimer) wait(ctx context.Context) bool {
 	}
 }
 
+// reasonTooManyChallenges is the reason code with which GetChallenge refuses
+// a caller holding too many outstanding challenges (ResourceExhausted; see
+// key_broker.proto). It clears as soon as one of them is used or expires.
+const reasonTooManyChallenges = "too_many_challenges"
+
 // retryable reports whether an attempt that failed with err may succeed
 // later: the broker was unreachable (Unavailable: connection refused or
-// reset, handshake failed, broker shutting down, collateral unavailable), or
-// an RPC ran into the WithTimeout limit. Never PermissionDenied,
-// InvalidArgument or any other answer of the broker.
+// reset, handshake failed, broker shutting down, collateral unavailable), an
+// RPC ran into the WithTimeout limit, or GetChallenge was refused because
+// too many challenges are outstanding (ResourceExhausted with the reason
+// too_many_challenges: other loaders of the same SPIFFE ID, or of the whole
+// broker, are mid-release). Never PermissionDenied, InvalidArgument,
+// ResourceExhausted with another reason or none (a request too large stays
+// too large), or any other answer of the broker.
 func retryable(err error) bool {
 	switch status.Code(err) {
 	case codes.Unavailable, codes.DeadlineExceeded:
 		return true
+	case codes.ResourceExhausted:
+		st, _ := status.FromError(err)
+		reason, _ := errorDetail(st)
+		return reason == reasonTooManyChallenges
 	}
 	return false
 }
@@ -88,8 +101,10 @@ func (c *Client) do(ctx context.Context, attempt func(context.Context) error) er
 		if ctx.Err() != nil {
 			return &UnavailableError{What: "key broker", Err: err}
 		}
-		// Reconnect now rather than when gRPC's own backoff expires.
-		c.conn.ResetConnectBackoff()
+		if status.Code(err) == codes.Unavailable {
+			// Reconnect now rather than when gRPC's own backoff expires.
+			c.conn.ResetConnectBackoff()
+		}
 		if !b.wait(ctx) {
 			return &UnavailableError{What: "key broker", Err: err}
 		}

@@ -76,6 +76,9 @@ type Options struct {
 	// (what cml-loader --dev-insecure-simulated-tdx reads); else it lives in
 	// memory.
 	SimDir string
+	// MaxChallengesPerCaller is the broker's bound on outstanding challenges
+	// of one SPIFFE ID (server.Config; 0: the server's default).
+	MaxChallengesPerCaller int
 }
 
 // Broker is a key broker running in the test process.
@@ -138,12 +141,13 @@ func New(t testing.TB, o Options) *Broker {
 	st := storetest.Open(t)
 	logs := &SyncBuffer{}
 	srv, err := server.New(server.Config{
-		Store:     st,
-		Verifier:  v,
-		Simulated: true,
-		AdminIDs:  []string{AdminID.String()},
-		Now:       time.Now,
-		Logger:    slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		Store:                  st,
+		Verifier:               v,
+		Simulated:              true,
+		AdminIDs:               []string{AdminID.String()},
+		MaxChallengesPerCaller: o.MaxChallengesPerCaller,
+		Now:                    time.Now,
+		Logger:                 slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	})
 	if err != nil {
 		t.Fatalf("clienttest: server: %v", err)
