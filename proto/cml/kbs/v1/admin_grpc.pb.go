@@ -109,9 +109,15 @@ type AdminServiceClient interface {
 	// (crypto-shredding). The metadata stays as a tombstone, so the key id
 	// cannot be reused by mistake. Irreversible: models encrypted with a
 	// destroyed version can never be decrypted again. Destroying something
-	// destroyed succeeds and changes nothing.
+	// destroyed succeeds and changes nothing. The primary version cannot be
+	// destroyed alone (the key would have no version for new encryptions):
+	// rotate the key first so another version is primary, or destroy the
+	// whole key.
 	//
-	// Who may call: admin. Errors: INVALID_ARGUMENT, NOT_FOUND.
+	// Who may call: admin. Errors: INVALID_ARGUMENT "invalid_argument"
+	// (neither or both of version and whole_key; or version is the primary
+	// version: the message says to rotate first or destroy the whole key),
+	// NOT_FOUND "key_not_found" or "key_version_not_found".
 	DestroyKey(ctx context.Context, in *DestroyKeyRequest, opts ...grpc.CallOption) (*DestroyKeyResponse, error)
 	// PutPolicy stores a new version of a key's release policy, which applies
 	// to every release from then on. The server validates it first (see
@@ -395,9 +401,15 @@ type AdminServiceServer interface {
 	// (crypto-shredding). The metadata stays as a tombstone, so the key id
 	// cannot be reused by mistake. Irreversible: models encrypted with a
 	// destroyed version can never be decrypted again. Destroying something
-	// destroyed succeeds and changes nothing.
+	// destroyed succeeds and changes nothing. The primary version cannot be
+	// destroyed alone (the key would have no version for new encryptions):
+	// rotate the key first so another version is primary, or destroy the
+	// whole key.
 	//
-	// Who may call: admin. Errors: INVALID_ARGUMENT, NOT_FOUND.
+	// Who may call: admin. Errors: INVALID_ARGUMENT "invalid_argument"
+	// (neither or both of version and whole_key; or version is the primary
+	// version: the message says to rotate first or destroy the whole key),
+	// NOT_FOUND "key_not_found" or "key_version_not_found".
 	DestroyKey(context.Context, *DestroyKeyRequest) (*DestroyKeyResponse, error)
 	// PutPolicy stores a new version of a key's release policy, which applies
 	// to every release from then on. The server validates it first (see

@@ -44,12 +44,22 @@ const (
 type KeyBrokerServiceClient interface {
 	// GetChallenge returns a fresh nonce for one ReleaseKey call. The nonce is
 	// bound on the server to the caller's SPIFFE ID and the key id, expires
-	// after a short TTL (default 60 s) and can be consumed once. The server
-	// may issue a challenge without checking that the key exists or that the
-	// caller is allowed it, so a challenge proves nothing by itself.
+	// after a short TTL (default 60 s) and can be consumed once. It is issued
+	// only if the key's current policy names the caller's SPIFFE ID; that is
+	// the only check, so a challenge proves nothing by itself (ReleaseKey
+	// checks everything again). A refused challenge is audited; an issued one
+	// is not (the release that consumes it is).
 	//
-	// Errors: INVALID_ARGUMENT (malformed key id), UNAUTHENTICATED (no SVID),
-	// RESOURCE_EXHAUSTED (too many outstanding challenges for the caller).
+	// Errors: INVALID_ARGUMENT "invalid_argument" (malformed key id);
+	// UNAUTHENTICATED "unauthenticated" (no verified SVID);
+	// PERMISSION_DENIED "spiffe_id_not_allowed" (the policy does not name the
+	// caller — also when the key does not exist or has no usable policy, so
+	// workloads cannot probe key names); RESOURCE_EXHAUSTED
+	// "too_many_challenges" (the caller, or all callers together, hold the
+	// server's maximum of outstanding challenges: by default 16 per SPIFFE ID
+	// and 100000 in all, set with kbs serve --max-challenges-per-caller and
+	// --max-challenges). Temporary: retry with backoff; it clears as soon as a
+	// release consumes a challenge or one expires.
 	GetChallenge(ctx context.Context, in *GetChallengeRequest, opts ...grpc.CallOption) (*GetChallengeResponse, error)
 	// ReleaseKey releases a key version sealed to the TD's ephemeral HPKE
 	// public key. The server, in this order: consumes the nonce (bound to
@@ -66,14 +76,21 @@ type KeyBrokerServiceClient interface {
 	// exact byte layout is specified beside the code that seals and opens
 	// it). Every decision, allow or deny, is one audit record.
 	//
-	// Errors: INVALID_ARGUMENT (malformed field); PERMISSION_DENIED with a
-	// reason code such as "nonce_unknown", "nonce_expired", "nonce_reused",
-	// "quote_invalid", "report_data_mismatch", "spiffe_id_not_allowed",
-	// "mrtd_not_allowed", "debug_td", "tcb_out_of_date", "kem_not_allowed",
-	// "no_policy" or "key_version_disabled" (an unknown key or version is
-	// also PERMISSION_DENIED, never NOT_FOUND, so workloads cannot probe key
-	// names); UNAVAILABLE when collateral cannot be obtained (the release
-	// fails closed).
+	// Errors: INVALID_ARGUMENT "invalid_argument" (malformed field; the nonce
+	// is not consumed); RESOURCE_EXHAUSTED "request_too_large" (quote or
+	// public key above its limit; not temporary); PERMISSION_DENIED with the
+	// reason code of the first failed check, for example "nonce_unknown",
+	// "nonce_expired", "nonce_reused", "nonce_wrong_caller",
+	// "quote_malformed", "quote_signature_invalid", "pck_chain_untrusted",
+	// "pck_revoked", "collateral_expired", "report_data_mismatch",
+	// "spiffe_id_not_allowed", "mrtd_not_allowed", "debug_td",
+	// "tee_tcb_svn_too_low", "tcb_out_of_date", "kem_not_allowed",
+	// "no_policy", "key_disabled" or "key_destroyed" (an unknown key or
+	// version, "key_not_found" or "key_version_not_found", is also
+	// PERMISSION_DENIED, never NOT_FOUND, so workloads cannot probe key
+	// names); UNAVAILABLE "collateral_unavailable" when collateral cannot be
+	// obtained (the release fails closed; retry with a new challenge). The
+	// full list is the reason code table of the server documentation.
 	ReleaseKey(ctx context.Context, in *ReleaseKeyRequest, opts ...grpc.CallOption) (*ReleaseKeyResponse, error)
 }
 
@@ -122,12 +139,22 @@ func (c *keyBrokerServiceClient) ReleaseKey(ctx context.Context, in *ReleaseKeyR
 type KeyBrokerServiceServer interface {
 	// GetChallenge returns a fresh nonce for one ReleaseKey call. The nonce is
 	// bound on the server to the caller's SPIFFE ID and the key id, expires
-	// after a short TTL (default 60 s) and can be consumed once. The server
-	// may issue a challenge without checking that the key exists or that the
-	// caller is allowed it, so a challenge proves nothing by itself.
+	// after a short TTL (default 60 s) and can be consumed once. It is issued
+	// only if the key's current policy names the caller's SPIFFE ID; that is
+	// the only check, so a challenge proves nothing by itself (ReleaseKey
+	// checks everything again). A refused challenge is audited; an issued one
+	// is not (the release that consumes it is).
 	//
-	// Errors: INVALID_ARGUMENT (malformed key id), UNAUTHENTICATED (no SVID),
-	// RESOURCE_EXHAUSTED (too many outstanding challenges for the caller).
+	// Errors: INVALID_ARGUMENT "invalid_argument" (malformed key id);
+	// UNAUTHENTICATED "unauthenticated" (no verified SVID);
+	// PERMISSION_DENIED "spiffe_id_not_allowed" (the policy does not name the
+	// caller — also when the key does not exist or has no usable policy, so
+	// workloads cannot probe key names); RESOURCE_EXHAUSTED
+	// "too_many_challenges" (the caller, or all callers together, hold the
+	// server's maximum of outstanding challenges: by default 16 per SPIFFE ID
+	// and 100000 in all, set with kbs serve --max-challenges-per-caller and
+	// --max-challenges). Temporary: retry with backoff; it clears as soon as a
+	// release consumes a challenge or one expires.
 	GetChallenge(context.Context, *GetChallengeRequest) (*GetChallengeResponse, error)
 	// ReleaseKey releases a key version sealed to the TD's ephemeral HPKE
 	// public key. The server, in this order: consumes the nonce (bound to
@@ -144,14 +171,21 @@ type KeyBrokerServiceServer interface {
 	// exact byte layout is specified beside the code that seals and opens
 	// it). Every decision, allow or deny, is one audit record.
 	//
-	// Errors: INVALID_ARGUMENT (malformed field); PERMISSION_DENIED with a
-	// reason code such as "nonce_unknown", "nonce_expired", "nonce_reused",
-	// "quote_invalid", "report_data_mismatch", "spiffe_id_not_allowed",
-	// "mrtd_not_allowed", "debug_td", "tcb_out_of_date", "kem_not_allowed",
-	// "no_policy" or "key_version_disabled" (an unknown key or version is
-	// also PERMISSION_DENIED, never NOT_FOUND, so workloads cannot probe key
-	// names); UNAVAILABLE when collateral cannot be obtained (the release
-	// fails closed).
+	// Errors: INVALID_ARGUMENT "invalid_argument" (malformed field; the nonce
+	// is not consumed); RESOURCE_EXHAUSTED "request_too_large" (quote or
+	// public key above its limit; not temporary); PERMISSION_DENIED with the
+	// reason code of the first failed check, for example "nonce_unknown",
+	// "nonce_expired", "nonce_reused", "nonce_wrong_caller",
+	// "quote_malformed", "quote_signature_invalid", "pck_chain_untrusted",
+	// "pck_revoked", "collateral_expired", "report_data_mismatch",
+	// "spiffe_id_not_allowed", "mrtd_not_allowed", "debug_td",
+	// "tee_tcb_svn_too_low", "tcb_out_of_date", "kem_not_allowed",
+	// "no_policy", "key_disabled" or "key_destroyed" (an unknown key or
+	// version, "key_not_found" or "key_version_not_found", is also
+	// PERMISSION_DENIED, never NOT_FOUND, so workloads cannot probe key
+	// names); UNAVAILABLE "collateral_unavailable" when collateral cannot be
+	// obtained (the release fails closed; retry with a new challenge). The
+	// full list is the reason code table of the server documentation.
 	ReleaseKey(context.Context, *ReleaseKeyRequest) (*ReleaseKeyResponse, error)
 	mustEmbedUnimplementedKeyBrokerServiceServer()
 }
