@@ -65,6 +65,11 @@ refuse "collateral.pccs" --set collateral.mode=pccs
 refuse "collateral.mode=dir" --set collateral.mode=dir
 refuse "collateral.mode" --set collateral.mode=offline
 refuse "adminIDs" --set 'adminIDs[0]=not-a-spiffe-id'
+# kubelet makes a Secret file group-readable under fsGroup, and kbs refuses
+# such a KEK file: with the default fsGroup, and with one set explicitly.
+# (ci/kek-file.yaml renders kek.source=file with podSecurity.fsGroup=null.)
+refuse "kek.source=file does not work with podSecurity.fsGroup" --set kek.source=file
+refuse "kek.source=file does not work with podSecurity.fsGroup" --set kek.source=file --set podSecurity.fsGroup=1000
 
 # The plain example is the example chart's default rendering.
 example=deploy/examples/vllm.yaml
