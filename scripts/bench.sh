@@ -6,6 +6,8 @@
 #   bench_model_crypto  wall time of 'kbsctl model encrypt|decrypt' against
 #                       plain 'cp' of the same bytes, into tmpfs, best of
 #                       BENCH_RUNS, for a 2 GiB single file and 8 x 256 MiB
+#   bench_loader        cml-loader (attest + decrypt, process start to exit)
+#                       against cp, into tmpfs (scripts/bench-loader.sh)
 #   bench_go            'go test -bench' of every package that has benchmarks
 #
 # Environment: BENCH_RUNS (default 3), BENCH_TARGET (max ours/cp ratio,
@@ -184,7 +186,9 @@ bench_go() {
 
 # ---------------------------------------------------------------------------
 
-SECTIONS=(bench_model_crypto bench_go)
+# shellcheck source=scripts/bench-loader.sh
+source "$ROOT/scripts/bench-loader.sh" # bench_loader
+SECTIONS=(bench_model_crypto bench_loader bench_go)
 
 main() {
 	setup

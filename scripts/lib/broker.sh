@@ -216,12 +216,14 @@ broker_setup() {
 
 # broker_stop stops the kbs that broker_start started, by its saved PID:
 # SIGTERM, then up to BROKER_STOP_TIMEOUT seconds for the graceful shutdown,
-# then SIGKILL. Safe to call twice and from an EXIT trap. Returns 1 if kbs
-# had to be killed or exited with a non-zero code.
+# then SIGKILL, and unsets the CML_* variables broker_start exported. Safe
+# to call twice and from an EXIT trap. Returns 1 if kbs had to be killed or
+# exited with a non-zero code.
 broker_stop() {
 	local pid=${BROKER_PID:-}
 	[[ -n $pid ]] || return 0
 	BROKER_PID=
+	unset CML_KBS CML_KBS_SPIFFE_ID CML_BUNDLE CML_SVID_CERT CML_SVID_KEY
 	local i rc=0
 	if _broker_alive "$pid"; then
 		kill -TERM "$pid" 2>/dev/null || true
