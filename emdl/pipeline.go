@@ -28,6 +28,9 @@ import (
 //     hashes chunks in order (before sealing when encrypting; when
 //     decrypting, as soon as a chunk is opened, while it is being written).
 //
+// Input is read into the jobs' private buffers, never mapped: a chunk must
+// not change between its authentication and its decryption (SPEC.md §14).
+//
 // The first error cancels the operation; every goroutine then drains and
 // returns its jobs, and run returns only when none is left running.
 
