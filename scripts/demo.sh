@@ -170,7 +170,7 @@ step_sample_model() {
 step_encrypt() {
 	step "6. Encrypt the model with the broker's key"
 	say "kbsctl gets the key sealed to a one-time key pair of its own (audited), encrypts, and forgets it."
-	show kbsctl model encrypt --kbs "$CML_KBS" --key-id "$KEY_ID" --in llama-demo --out llama-demo.emdl --quiet
+	show kbsctl model encrypt --kbs "$CML_KBS" --key-id "$KEY_ID" --in llama-demo --out llama-demo.emdl
 	say "The encrypted model can sit on untrusted storage; its header names the key, readable without it:"
 	show kbsctl model inspect llama-demo.emdl
 }
