@@ -290,6 +290,7 @@ const (
 // workloads are refused: one whose SPIFFE ID no policy names, one without
 // a registration entry, and the loader itself once its entry is deleted.
 func TestReleaseWithSPIRE(t *testing.T) {
+	t.Parallel()
 	d := newDeployment(t)
 	s := d.spire
 	bundle := s.Bundle(t)
@@ -333,7 +334,20 @@ func TestReleaseWithSPIRE(t *testing.T) {
 		}
 	}
 
-	t.Run("release", func(t *testing.T) { release(t, "first") })
+	t.Run("release", func(t *testing.T) {
+		release(t, "first")
+		// The broker saw the SPIFFE IDs SPIRE issued: the admin's on the
+		// key's creation, the loader's on the release.
+		recs := d.audit(t, "allow")
+		for _, want := range []struct{ caller, op string }{
+			{s.ID("kbsctl").String(), "CreateKey"},
+			{s.ID("loader").String(), "ReleaseKey"},
+		} {
+			if !recs.has(want.caller, want.op) {
+				t.Errorf("no allow record of %s by %s in the audit log: %+v", want.op, want.caller, recs)
+			}
+		}
+	})
 
 	t.Run("rotation", func(t *testing.T) {
 		pid := d.kbs.PID()
@@ -369,24 +383,10 @@ func TestReleaseWithSPIRE(t *testing.T) {
 		if _, err := os.Lstat(dst); !errors.Is(err, os.ErrNotExist) {
 			t.Errorf("denied loader left %s: %v", dst, err)
 		}
-		var audit struct {
-			Records []struct {
-				Caller      string   `json:"caller_spiffe_id"`
-				Operation   string   `json:"operation"`
-				Decision    string   `json:"decision"`
-				ReasonCodes []string `json:"reason_codes"`
-			} `json:"records"`
-		}
-		js := d.kbsctl(t, "audit", "list", "--key", keyID, "--decision", "deny", "--json")
-		if err := json.Unmarshal([]byte(js), &audit); err != nil {
-			t.Fatalf("audit list --json: %v\n%s", err, js)
-		}
-		found := false
-		for _, rec := range audit.Records {
-			found = found || rec.Caller == s.ID("intruder").String()
-		}
-		if !found {
-			t.Errorf("no deny record with caller %s in the audit log:\n%s", s.ID("intruder"), js)
+		// The broker refuses an ID that no policy names already at
+		// GetChallenge, before any quote is made.
+		if recs := d.audit(t, "deny"); !recs.has(s.ID("intruder").String(), "") {
+			t.Errorf("no deny record with caller %s in the audit log: %+v", s.ID("intruder"), recs)
 		}
 	})
 
@@ -420,6 +420,36 @@ func TestReleaseWithSPIRE(t *testing.T) {
 		}
 		t.Logf("deleted entry: the loader had no identity %v after the deletion: %s", took.Round(time.Millisecond), lastLine(last.stderr))
 	})
+}
+
+type auditRecords []struct {
+	Caller    string `json:"caller_spiffe_id"`
+	Operation string `json:"operation"`
+	Decision  string `json:"decision"`
+}
+
+// has reports whether a record of operation op ("": any) by caller exists.
+func (a auditRecords) has(caller, op string) bool {
+	for _, r := range a {
+		if r.Caller == caller && (op == "" || r.Operation == op) {
+			return true
+		}
+	}
+	return false
+}
+
+// audit lists the audit records about the test key with the decision
+// ("allow" or "deny").
+func (d *deployment) audit(t *testing.T, decision string) auditRecords {
+	t.Helper()
+	var out struct {
+		Records auditRecords `json:"records"`
+	}
+	js := d.kbsctl(t, "audit", "list", "--key", keyID, "--decision", decision, "--json")
+	if err := json.Unmarshal([]byte(js), &out); err != nil {
+		t.Fatalf("kbsctl audit list --json: %v\n%s", err, js)
+	}
+	return out.Records
 }
 
 func lastLine(s string) string {

@@ -124,6 +124,7 @@ func Start(t testing.TB, cfg Config) *SPIRE {
 	// take it before the server binds it; then the server exits at once
 	// and another port is tried.
 	const attempts = 3
+	start := time.Now()
 	for i := 1; ; i++ {
 		s.port = freePort(t)
 		conf := filepath.Join(s.Dir, "server.conf")
@@ -142,6 +143,7 @@ func Start(t testing.TB, cfg Config) *SPIRE {
 		}
 		t.Fatalf("spire: server: %v\n%s", err, Tail(logPath, 40))
 	}
+	t.Logf("spire: server %s on 127.0.0.1:%d ready after %v", td.Name(), s.port, time.Since(start).Round(time.Millisecond))
 
 	bundle, err := s.serverCLI("bundle", "show", "-format", "pem")
 	if err != nil {
@@ -256,6 +258,7 @@ func (s *SPIRE) StartAgent(t testing.TB) {
 		t.Fatal(err)
 	}
 	logPath := filepath.Join(s.Dir, "agent.log")
+	start := time.Now()
 	s.agent = StartProcess(t, "spire-agent", logPath, nil, s.agentBin, "run", "-config", conf)
 	if err := s.waitReady(s.agent, s.cfg.ReadyTimeout, s.agentBin, "healthcheck", "-socketPath", s.agentSocket); err != nil {
 		t.Fatalf("spire: agent: %v\n%s", err, Tail(logPath, 40))
@@ -263,6 +266,7 @@ func (s *SPIRE) StartAgent(t testing.TB) {
 	if err := s.waitReady(s.agent, s.cfg.ReadyTimeout, s.agentBin, "api", "fetch", "x509", "-socketPath", s.agentSocket, "-silent", "-timeout", "2s"); err != nil {
 		t.Fatalf("spire: agent Workload API: %v\n%s", err, Tail(logPath, 40))
 	}
+	t.Logf("spire: agent %s serving the Workload API after %v", s.agentID, time.Since(start).Round(time.Millisecond))
 }
 
 // serverConf is the server's configuration: loopback only, SQLite, join

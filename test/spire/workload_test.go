@@ -34,6 +34,7 @@ func whoami(t *testing.T, bin, socket string, timeout time.Duration) (whoamiOutp
 // another path gets nothing, and deleting the entry takes the identity
 // away from new processes within seconds.
 func TestWorkloadAPI(t *testing.T) {
+	t.Parallel()
 	cfg := spireConfig(t)
 	bins := binaries(t)
 	s := spire.Start(t, cfg)
