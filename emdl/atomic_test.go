@@ -1,3 +1,5 @@
+//go:build linux || darwin || freebsd || netbsd || openbsd || dragonfly
+
 package emdl_test
 
 import (
@@ -189,4 +191,12 @@ func TestKilledRunLeavesNoObstacle(t *testing.T) {
 	if p := partials(); len(p) != 0 {
 		t.Errorf("stale partials remain: %q", p)
 	}
+}
+
+func TestFifoInModel(t *testing.T) {
+	model := fixtureModel(t)
+	if err := syscall.Mkfifo(filepath.Join(model, "fifo"), 0o644); err != nil {
+		t.Skip(err)
+	}
+	decryptFixture(t, model, emdl.DecryptOptions{}, emdl.ErrUnsafePath, "fifo")
 }
