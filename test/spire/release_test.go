@@ -394,8 +394,8 @@ func TestReleaseWithSPIRE(t *testing.T) {
 		dst := filepath.Join(out, "unregistered")
 		start := time.Now()
 		r := d.runLoader(t, d.unregistered, enc, dst, 5*time.Second)
-		if r.code != exitUnavailable {
-			t.Fatalf("a workload without a registration entry: want exit %d (no SVID until --timeout), got %v", exitUnavailable, r)
+		if r.code != exitUnavailable || !strings.Contains(r.stderr, noIdentity) {
+			t.Fatalf("a workload without a registration entry: want exit %d (no SVID until --timeout) and the agent's %q, got %v", exitUnavailable, noIdentity, r)
 		}
 		t.Logf("unregistered loader gave up after %v: %s", time.Since(start).Round(time.Millisecond), lastLine(r.stderr))
 		if _, err := os.Lstat(dst); !errors.Is(err, os.ErrNotExist) {
@@ -415,8 +415,8 @@ func TestReleaseWithSPIRE(t *testing.T) {
 			}
 			return nil
 		})
-		if last.code != exitUnavailable {
-			t.Fatalf("loader without its entry: want exit %d (no SVID until --timeout), got %v", exitUnavailable, last)
+		if last.code != exitUnavailable || !strings.Contains(last.stderr, noIdentity) {
+			t.Fatalf("loader without its entry: want exit %d (no SVID until --timeout) and the agent's %q, got %v", exitUnavailable, noIdentity, last)
 		}
 		t.Logf("deleted entry: the loader had no identity %v after the deletion: %s", took.Round(time.Millisecond), lastLine(last.stderr))
 	})

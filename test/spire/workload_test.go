@@ -4,11 +4,16 @@ import (
 	"encoding/json"
 	"fmt"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/cml-project/cml/test/spire"
 )
+
+// noIdentity is what the SPIRE agent answers a workload that no
+// registration entry matches (gRPC PermissionDenied).
+const noIdentity = "no identity issued"
 
 type whoamiOutput struct {
 	SPIFFEID  string    `json:"spiffe_id"`
@@ -56,15 +61,19 @@ func TestWorkloadAPI(t *testing.T) {
 	}
 
 	start := time.Now()
-	if _, r := whoami(t, unregistered, s.WorkloadAPI(), 3*time.Second); r.code != 1 {
-		t.Errorf("unregistered workload: want exit 1 (no SVID), got %v", r)
+	if _, r := whoami(t, unregistered, s.WorkloadAPI(), 3*time.Second); r.code != 1 || !strings.Contains(r.stderr, noIdentity) {
+		t.Errorf("unregistered workload: want exit 1 and the agent's %q, got %v", noIdentity, r)
 	}
 	t.Logf("unregistered workload refused after %v", time.Since(start).Round(time.Millisecond))
 
 	s.DeleteEntry(t, entryID)
 	took := eventually(t, 30*time.Second, 500*time.Millisecond, "agent drops the deleted entry", func() error {
-		if got, r := whoami(t, registered, s.WorkloadAPI(), 2*time.Second); r.code == 0 {
+		got, r := whoami(t, registered, s.WorkloadAPI(), 2*time.Second)
+		switch {
+		case r.code == 0:
 			return fmt.Errorf("still gets %s", got.SPIFFEID)
+		case !strings.Contains(r.stderr, noIdentity):
+			t.Fatalf("want the agent's %q, got %v", noIdentity, r)
 		}
 		return nil
 	})
