@@ -103,7 +103,13 @@ func workloadAddress(s string) (string, error) {
 	if err := workloadapi.ValidateAddress(addr); err != nil {
 		return "", fmt.Errorf("identity: spiffe socket %q: %w", s, err)
 	}
-	return addr, nil
+	// URL schemes are case-insensitive and go-spiffe accepts "TCP://…";
+	// url.Parse lowercases the scheme, so return the canonical spelling.
+	u, err := url.Parse(addr)
+	if err != nil || (u.Scheme != "unix" && u.Scheme != "tcp") {
+		return "", fmt.Errorf("identity: spiffe socket %q: want unix:///path, a path, or tcp://IP:PORT", s)
+	}
+	return u.Scheme + addr[len(u.Scheme):], nil
 }
 
 // watchLogger forwards go-spiffe's log lines to slog and remembers the last
