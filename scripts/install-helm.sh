@@ -33,6 +33,14 @@ if [[ -x "$bin" ]] && [[ "$("$bin" version --template '{{.Version}}' 2>/dev/null
 fi
 
 mkdir -p "$cache"
+# One build at a time: .ci/run starts this in the background while make test
+# runs; a second caller waits for the first, then reuses its binary.
+exec 9>"$cache/.lock"
+flock 9
+if [[ -x "$bin" ]] && [[ "$("$bin" version --template '{{.Version}}' 2>/dev/null)" == "$version" ]]; then
+	echo "$bin"
+	exit 0
+fi
 # Build into a temporary directory beside the target and rename, so a
 # concurrent caller never runs a half-written binary.
 tmp="$(mktemp -d "$cache/build.XXXXXX")"

@@ -53,6 +53,15 @@ if ! command -v "${CC:-cc}" >/dev/null 2>&1; then
 fi
 
 mkdir -p "$cache"
+# One build at a time: .ci/run starts this in the background while make test
+# runs, and test-spire may call it again; the second caller waits, then reuses.
+exec 9>"$cache/.lock"
+flock 9
+if [[ -x "$cache/spire-server" && -x "$cache/spire-agent" && -f "$stamp" ]] &&
+	[[ "$(cat "$stamp")" == "$want_stamp" ]]; then
+	echo "$cache"
+	exit 0
+fi
 # Build into a temporary directory beside the target and rename, so a
 # concurrent caller never runs a half-written binary.
 tmp="$(mktemp -d "$cache/build.XXXXXX")"
