@@ -26,8 +26,9 @@
 //     protocol for exactly the header's key version, retrying while the
 //     agent or the broker is unavailable, up to Config.Timeout;
 //  4. checks the released key id and version against the header and
-//     decrypts with emdl.Decrypt, which verifies every chunk, hash and the
-//     manifest before anything appears at Dst;
+//     decrypts with emdl.Decrypt, which authenticates the manifest and
+//     every chunk before anything appears at Dst (the whole-file plaintext
+//     SHA-256 re-check only with Config.VerifyPlaintextHash);
 //  5. zeroes the key and logs one JSON summary line.
 //
 // # Where the model goes

@@ -47,6 +47,14 @@ type Config struct {
 	Timeout time.Duration
 	// PostQuantum uses the MLKEM768-X25519 hybrid KEM for the release.
 	PostQuantum bool
+	// VerifyPlaintextHash also re-checks each file's plaintext SHA-256
+	// against the manifest. Off by default: every chunk is authenticated
+	// anyway (AES-256-GCM, in order and complete, under a key-committed
+	// header the authenticated manifest lists), so the hash guards only
+	// against an inconsistent encryptor holding the key, not against
+	// anyone without it — and it is the largest CPU cost of decryption
+	// (emdl.DecryptOptions.SkipPlaintextHash).
+	VerifyPlaintextHash bool
 
 	// DialOptions are extra gRPC dial options (tests).
 	DialOptions []grpc.DialOption
@@ -124,7 +132,11 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 	}
 
 	decStart := now()
-	sum, err := emdl.Decrypt(ctx, rk.Key, cfg.Src, out.target, emdl.DecryptOptions{KeyID: cfg.KeyID, KeyVersion: info.KeyVersion})
+	sum, err := emdl.Decrypt(ctx, rk.Key, cfg.Src, out.target, emdl.DecryptOptions{
+		KeyID:             cfg.KeyID,
+		KeyVersion:        info.KeyVersion,
+		SkipPlaintextHash: !cfg.VerifyPlaintextHash,
+	})
 	rk.Zero()
 	if err != nil {
 		return Summary{}, fmt.Errorf("loader: decrypting %s: %w", cfg.Src, err)
@@ -161,6 +173,7 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 		slog.String("request_id", s.RequestID),
 		slog.Int("files", s.Files),
 		slog.Int64("bytes", s.Bytes),
+		slog.Bool("plaintext_hash_verified", cfg.VerifyPlaintextHash),
 		slog.Float64("seconds", round3(s.Total.Seconds())),
 		slog.Float64("throughput_mb_s", round3(mbps)),
 		slog.Int64("attestation_ms", s.Attestation.Milliseconds()),

@@ -20,6 +20,7 @@ import (
 	"github.com/cml-project/cml/emdl"
 	"github.com/cml-project/cml/identity"
 	"github.com/cml-project/cml/loader"
+	"github.com/cml-project/cml/server/store"
 )
 
 func TestRunIntoAbsentPath(t *testing.T) {
@@ -193,8 +194,12 @@ func TestRunAgentUnavailable(t *testing.T) {
 }
 
 func TestRunTamperedModel(t *testing.T) {
-	for _, mode := range []string{"absent", "empty dir"} {
-		t.Run(mode, func(t *testing.T) {
+	for _, tc := range []struct {
+		mode   string
+		verify bool
+	}{{"absent", false}, {"empty dir", false}, {"absent", true}, {"empty dir", true}} {
+		mode := tc.mode
+		t.Run(fmt.Sprintf("%s/verify-plaintext-hash=%v", mode, tc.verify), func(t *testing.T) {
 			f := newFixture(t, clienttest.Options{})
 			p := filepath.Join(f.src, "weights", "model-00001.bin")
 			data, err := os.ReadFile(p)
@@ -209,9 +214,15 @@ func TestRunTamperedModel(t *testing.T) {
 			if mode == "empty dir" {
 				os.Mkdir(dst, 0o755)
 			}
-			_, err = loader.Run(context.Background(), f.config(t, dst))
+			cfg := f.config(t, dst)
+			cfg.VerifyPlaintextHash = tc.verify
+			_, err = loader.Run(context.Background(), cfg)
 			if code := loader.ExitCode(err); code != loader.ExitBadModel || !errors.Is(err, emdl.ErrTampered) {
 				t.Fatalf("Run on a tampered model: %v, exit %d, want 5", err, code)
+			}
+			// The chunk's authentication refuses it, not the hash.
+			if !strings.Contains(err.Error(), "chunk") {
+				t.Errorf("error %q does not name the chunk", err)
 			}
 			if mode == "absent" {
 				if got := entries(t, f.out); len(got) != 0 {
@@ -221,6 +232,77 @@ func TestRunTamperedModel(t *testing.T) {
 				t.Errorf("--dst holds %v", got)
 			}
 		})
+	}
+}
+
+func TestRunPlaintextHashSetting(t *testing.T) {
+	for _, verify := range []bool{false, true} {
+		t.Run(fmt.Sprintf("verify-plaintext-hash=%v", verify), func(t *testing.T) {
+			f := newFixture(t, clienttest.Options{Bufconn: true})
+			dst := filepath.Join(f.out, "llama")
+			cfg := f.config(t, dst)
+			cfg.DialOptions = f.b.DialOptions()
+			cfg.VerifyPlaintextHash = verify
+			if _, err := loader.Run(context.Background(), cfg); err != nil {
+				t.Fatalf("Run: %v", err)
+			}
+			f.checkModel(t, dst)
+			lines := logLines(t, f.logs)
+			if len(lines) != 1 || lines[0]["plaintext_hash_verified"] != verify {
+				t.Errorf("summary %v, want plaintext_hash_verified=%v", lines, verify)
+			}
+		})
+	}
+}
+
+// TestRunInconsistentHash loads testdata/inconsistent-hash.emdl: every chunk
+// authentic, but the manifest's SHA-256 of weights.bin is wrong, as an
+// encryptor holding the key but misbehaving would write it (see
+// testdata/README.md). Only the optional re-check sees it, which proves the
+// setting reaches the decryptor.
+func TestRunInconsistentHash(t *testing.T) {
+	f := newFixture(t, clienttest.Options{Bufconn: true})
+	key := make([]byte, 32)
+	for i := range key {
+		key[i] = byte(i)
+	}
+	if _, err := f.b.Store.ImportKey(context.Background(), "inconsistent-hash", key, store.KeyOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	f.b.PutPolicy(t, "inconsistent-hash", f.b.DefaultPolicy())
+	config := func(dst string, verify bool) loader.Config {
+		cfg := f.config(t, dst)
+		cfg.DialOptions = f.b.DialOptions()
+		cfg.KeyID = "inconsistent-hash"
+		cfg.Src = filepath.Join("testdata", "inconsistent-hash.emdl")
+		cfg.VerifyPlaintextHash = verify
+		return cfg
+	}
+
+	dst := filepath.Join(f.out, "verified")
+	_, err := loader.Run(context.Background(), config(dst, true))
+	if code := loader.ExitCode(err); code != loader.ExitBadModel || !errors.Is(err, emdl.ErrTampered) || !strings.Contains(err.Error(), "SHA-256") {
+		t.Fatalf("Run with VerifyPlaintextHash: %v, exit %d, want 5 naming the SHA-256", err, code)
+	}
+	if got := entries(t, f.out); len(got) != 0 {
+		t.Errorf("wrote %v", got)
+	}
+
+	dst = filepath.Join(f.out, "skipped")
+	if _, err := loader.Run(context.Background(), config(dst, false)); err != nil {
+		t.Fatalf("Run without the re-check: %v", err)
+	}
+	got, err := os.ReadFile(filepath.Join(dst, "weights.bin"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 10000 {
+		t.Fatalf("weights.bin has %d bytes, want 10000", len(got))
+	}
+	for i, b := range got {
+		if b != byte(i%251) {
+			t.Fatalf("weights.bin byte %d is %d, want %d", i, b, i%251)
+		}
 	}
 }
 

@@ -46,6 +46,14 @@ A non-empty --dst is refused before attestation (exit 2). Leftovers of a
 killed run (the hidden temporary, or .cml-loader-staging) are removed by the
 next run.
 
+Every chunk of every file is authenticated (AES-256-GCM, in order and
+complete, under a key-committed header that the authenticated manifest
+lists), so a model modified by anyone without the key is refused (exit 5)
+either way. --verify-plaintext-hash adds the re-check of each file's SHA-256
+against the manifest: it catches only an inconsistent encryptor that held
+the key, and costs about 0.8 CPU-seconds per GiB that cannot be spread over
+cores within a file, so it is off by default.
+
 --timeout bounds the wait for the SPIRE agent and the key broker: while
 either is unavailable the loader retries with backoff. It does not bound the
 decryption. A refusal by the broker is never retried.
@@ -79,7 +87,7 @@ type cliConfig struct {
 	socket, svidCert, svidKey, bundle string
 	quoteProvider, simDir             string
 	timeout                           time.Duration
-	postQuantum                       bool
+	postQuantum, verifyHash           bool
 	logLevel                          string
 }
 
@@ -109,6 +117,8 @@ func newFlagSet(c *cliConfig) (*flag.FlagSet, []flagDef) {
 	defs = append(defs, flagDef{"timeout", "DURATION", "CML_TIMEOUT"})
 	fs.BoolVar(&c.postQuantum, "post-quantum", false, "seal the key with the MLKEM768-X25519 hybrid KEM instead of X25519")
 	defs = append(defs, flagDef{"post-quantum", "", "CML_POST_QUANTUM"})
+	fs.BoolVar(&c.verifyHash, "verify-plaintext-hash", false, "also re-check each file's plaintext SHA-256 against the manifest (slower; see below)")
+	defs = append(defs, flagDef{"verify-plaintext-hash", "", "CML_VERIFY_PLAINTEXT_HASH"})
 	str(&c.logLevel, "log-level", "LEVEL", "CML_LOG_LEVEL", "info", "debug, info, warn or error")
 	return fs, defs
 }
@@ -228,6 +238,8 @@ func loaderConfig(c *cliConfig, log *slog.Logger) (loader.Config, error) {
 		Timeout:     c.timeout,
 		PostQuantum: c.postQuantum,
 		Logger:      log,
+
+		VerifyPlaintextHash: c.verifyHash,
 	}
 	// An empty --kbs-spiffe-id is reported by loader.Run with the other
 	// missing settings.

@@ -5,10 +5,12 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/json"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/cml-project/cml/client/clienttest"
 	"github.com/cml-project/cml/emdl"
@@ -33,7 +35,8 @@ func TestHelp(t *testing.T) {
 		for _, want := range []string{"Exit codes:", "  3  denied", "  4  the key broker", "  5  bad model", ".cml-loader-staging",
 			"CML_KBS)", "CML_KBS_SPIFFE_ID", "CML_KEY)", "CML_KEY_VERSION", "CML_SRC", "CML_DST", "CML_SPIFFE_SOCKET", "SPIFFE_ENDPOINT_SOCKET",
 			"CML_SVID_CERT", "CML_SVID_KEY", "CML_BUNDLE", "CML_QUOTE_PROVIDER", "CML_DEV_INSECURE_SIMULATED_TDX", "CML_TIMEOUT",
-			"CML_POST_QUANTUM", "CML_LOG_LEVEL", "(default 5m0s)", "(default configfs)"} {
+			"CML_POST_QUANTUM", "CML_LOG_LEVEL", "(default 5m0s)", "(default configfs)",
+			"--verify-plaintext-hash  (CML_VERIFY_PLAINTEXT_HASH)", "off by default"} {
 			if !strings.Contains(out, want) {
 				t.Errorf("help lacks %q", want)
 			}
@@ -54,6 +57,7 @@ func TestUsageErrors(t *testing.T) {
 		{"argument", append(base, "extra"), nil, `unexpected argument "extra"`},
 		{"bad env", base, map[string]string{"CML_KEY_VERSION": "two"}, `invalid value "two" for CML_KEY_VERSION`},
 		{"bad bool env", base, map[string]string{"CML_POST_QUANTUM": "maybe"}, "CML_POST_QUANTUM"},
+		{"bad hash env", base, map[string]string{"CML_VERIFY_PLAINTEXT_HASH": "sometimes"}, `invalid value "sometimes" for CML_VERIFY_PLAINTEXT_HASH`},
 		{"version too big", append(base, "--key-version", "4294967296"), nil, "beyond 4294967295"},
 		{"log level", append(base, "--log-level", "loud"), nil, `invalid --log-level "loud"`},
 		{"spiffe id", append(base[:2:2], "--kbs-spiffe-id", "kbs", "--key", "m"), nil, `invalid --kbs-spiffe-id "kbs"`},
@@ -105,6 +109,33 @@ func TestFlagsAndEnvironment(t *testing.T) {
 	// An explicitly false flag wins over a true environment value.
 	if c, _ := parse([]string{"--post-quantum=false"}, envOf(env)); c.postQuantum {
 		t.Error("--post-quantum=false lost to CML_POST_QUANTUM=true")
+	}
+
+	// The plaintext hash re-check is off unless asked for, by flag or
+	// environment, and reaches loader.Config.
+	for _, tc := range []struct {
+		args []string
+		env  map[string]string
+		want bool
+	}{
+		{nil, nil, false},
+		{[]string{"--verify-plaintext-hash"}, nil, true},
+		{nil, map[string]string{"CML_VERIFY_PLAINTEXT_HASH": "true"}, true},
+		{nil, map[string]string{"CML_VERIFY_PLAINTEXT_HASH": "1"}, true},
+		{[]string{"--verify-plaintext-hash=false"}, map[string]string{"CML_VERIFY_PLAINTEXT_HASH": "true"}, false},
+	} {
+		c, err := parse(tc.args, envOf(tc.env))
+		if err != nil {
+			t.Fatalf("%v %v: %v", tc.args, tc.env, err)
+		}
+		c.timeout = time.Minute
+		cfg, err := loaderConfig(c, slog.New(slog.DiscardHandler))
+		if err != nil {
+			t.Fatalf("%v %v: %v", tc.args, tc.env, err)
+		}
+		if cfg.VerifyPlaintextHash != tc.want {
+			t.Errorf("%v %v: VerifyPlaintextHash %v, want %v", tc.args, tc.env, cfg.VerifyPlaintextHash, tc.want)
+		}
 	}
 }
 
@@ -180,6 +211,44 @@ func TestRunSimulated(t *testing.T) {
 	code, _, errOut = runCLI(nil, f.env(dst))
 	if code != 2 || !strings.Contains(errOut, "is not empty") {
 		t.Errorf("rerun into a full --dst: exit %d, %s", code, errOut)
+	}
+}
+
+// TestRunPlaintextHash: a good model loads with and without the plaintext
+// hash re-check, and a tampered chunk is refused (exit 5) either way.
+func TestRunPlaintextHash(t *testing.T) {
+	f := newFixture(t, clienttest.Options{})
+	for _, verify := range []string{"", "true"} {
+		env := f.env(filepath.Join(t.TempDir(), "llama"))
+		env["CML_VERIFY_PLAINTEXT_HASH"] = verify
+		code, _, errOut := runCLI(nil, env)
+		lines := jsonLines(t, errOut)
+		if code != 0 || lines[len(lines)-1]["plaintext_hash_verified"] != (verify == "true") {
+			t.Fatalf("CML_VERIFY_PLAINTEXT_HASH=%q: exit %d: %s", verify, code, errOut)
+		}
+		if _, err := os.Stat(filepath.Join(env["CML_DST"], "weights.bin")); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	p := filepath.Join(f.src, "weights.bin")
+	data, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data[len(data)/2] ^= 1
+	if err := os.WriteFile(p, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{nil, {"--verify-plaintext-hash"}} {
+		dst := filepath.Join(t.TempDir(), "llama")
+		code, _, errOut := runCLI(args, f.env(dst))
+		if code != 5 || !strings.Contains(errOut, "weights.bin") || !strings.Contains(errOut, "chunk") {
+			t.Errorf("tampered chunk, %v: exit %d, want 5 naming the file and chunk: %s", args, code, errOut)
+		}
+		if _, err := os.Lstat(dst); err == nil {
+			t.Errorf("tampered chunk, %v: %s was written", args, dst)
+		}
 	}
 }
 
