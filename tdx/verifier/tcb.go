@@ -38,16 +38,7 @@ func evaluateTCB(ti *pcs.TcbInfo, qe *pcs.EnclaveIdentity, body *pb.TDQuoteBody,
 	if len(tee) != 16 {
 		return res, fmt.Errorf("tee tcb svn is %d bytes", len(tee))
 	}
-	var td *pcs.TcbLevel
-	for i := range ti.TcbLevels {
-		l := &ti.TcbLevels[i]
-		if svnsAtLeast(ext.TCB.CPUSvnComponents, l.Tcb.SgxTcbcomponents, 0) &&
-			ext.TCB.PCESvn >= l.Tcb.Pcesvn &&
-			svnsAtLeast(tee, l.Tcb.TdxTcbcomponents, tdxStart(tee)) {
-			td = l
-			break
-		}
-	}
+	td := findTDLevel(ti, tee, ext)
 	if td == nil {
 		return res, fmt.Errorf("tcb info: %w", errNoTCBLevel)
 	}
@@ -56,20 +47,7 @@ func evaluateTCB(ti *pcs.TcbInfo, qe *pcs.EnclaveIdentity, body *pb.TDQuoteBody,
 	res.tcbDate = td.TcbDate
 
 	if tee[1] > 0 {
-		id := "TDX_" + hex.EncodeToString(tee[1:2])
-		var mod *pcs.TcbLevel
-		for _, m := range ti.TdxModuleIdentities {
-			if m.ID != id {
-				continue
-			}
-			for i := range m.TcbLevels {
-				if uint32(tee[0]) >= m.TcbLevels[i].Tcb.Isvsvn {
-					mod = &m.TcbLevels[i]
-					break
-				}
-			}
-			break
-		}
+		mod, id := findModuleLevel(ti, tee)
 		if mod == nil {
 			return res, fmt.Errorf("tdx module identity %s: %w", id, errNoTCBLevel)
 		}
@@ -77,13 +55,7 @@ func evaluateTCB(ti *pcs.TcbInfo, qe *pcs.EnclaveIdentity, body *pb.TDQuoteBody,
 		res.advisoryIDs = append(res.advisoryIDs, mod.AdvisoryIDs...)
 	}
 
-	var qeLevel *pcs.TcbLevel
-	for i := range qe.TcbLevels {
-		if qe.TcbLevels[i].Tcb.Isvsvn <= qeISVSVN {
-			qeLevel = &qe.TcbLevels[i]
-			break
-		}
-	}
+	qeLevel := findQELevel(qe, qeISVSVN)
 	if qeLevel == nil {
 		return res, fmt.Errorf("qe identity: %w", errNoTCBLevel)
 	}
@@ -91,6 +63,52 @@ func evaluateTCB(ti *pcs.TcbInfo, qe *pcs.EnclaveIdentity, body *pb.TDQuoteBody,
 	res.advisoryIDs = append(res.advisoryIDs, qeLevel.AdvisoryIDs...)
 	res.status = combine(statuses...)
 	return res, nil
+}
+
+// findTDLevel returns the first TCB level whose SGX component SVNs, PCE
+// SVN and TDX component SVNs are all ≤ the platform's (go-tdx-guest's
+// getMatchingTcbLevel), or nil. tee is 16 bytes.
+func findTDLevel(ti *pcs.TcbInfo, tee []byte, ext *pcs.PckExtensions) *pcs.TcbLevel {
+	for i := range ti.TcbLevels {
+		l := &ti.TcbLevels[i]
+		if svnsAtLeast(ext.TCB.CPUSvnComponents, l.Tcb.SgxTcbcomponents, 0) &&
+			ext.TCB.PCESvn >= l.Tcb.Pcesvn &&
+			svnsAtLeast(tee, l.Tcb.TdxTcbcomponents, tdxStart(tee)) {
+			return l
+		}
+	}
+	return nil
+}
+
+// findModuleLevel returns the TDX module identity's level for a non-zero
+// module major version (go-tdx-guest's getMatchingTdxModuleTcbLevel: the
+// first identity with the ID, its first level with ISVSVN ≤ the module's
+// minor SVN), or nil, and the identity's ID. tee is 16 bytes.
+func findModuleLevel(ti *pcs.TcbInfo, tee []byte) (*pcs.TcbLevel, string) {
+	id := "TDX_" + hex.EncodeToString(tee[1:2])
+	for _, m := range ti.TdxModuleIdentities {
+		if m.ID != id {
+			continue
+		}
+		for i := range m.TcbLevels {
+			if uint32(tee[0]) >= m.TcbLevels[i].Tcb.Isvsvn {
+				return &m.TcbLevels[i], id
+			}
+		}
+		return nil, id
+	}
+	return nil, id
+}
+
+// findQELevel returns the QE identity's first level with ISVSVN ≤ the
+// QE's (go-tdx-guest's checkQeTcbStatus), or nil.
+func findQELevel(qe *pcs.EnclaveIdentity, isvsvn uint32) *pcs.TcbLevel {
+	for i := range qe.TcbLevels {
+		if qe.TcbLevels[i].Tcb.Isvsvn <= isvsvn {
+			return &qe.TcbLevels[i]
+		}
+	}
+	return nil
 }
 
 // tdxStart mirrors go-tdx-guest: with a TDX module major version (index 1)
@@ -184,4 +202,74 @@ func matchQEIdentity(id *pcs.EnclaveIdentity, r *pb.EnclaveReport) error {
 		return errors.New("QE report ISVPRODID does not match the QE identity")
 	}
 	return nil
+}
+
+// replayQuoteMatch repeats, for a quote whose signatures and PCK chain
+// go-tdx-guest has just verified without collateral, the per-quote part of
+// go-tdx-guest v0.3.1's collateral verification (verifyQuote after the
+// QE report data check: verifyTdQuoteBody, then verifyQeReport), in the
+// same order and against the same parsed TCB info and QE identity. It
+// returns what classify would return for go-tdx-guest's error: "" (the
+// library would have accepted), ReasonTCBInfoMismatch,
+// ReasonQEIdentityMismatch, markTDStatus or markQEStatus. Everything else
+// go-tdx-guest checks with collateral depends only on the collateral
+// bytes, the PCK chain bytes and the time (see collateralCache).
+//
+// TestReplayMatchesLibrary compares it with go-tdx-guest on forged quotes.
+func replayQuoteMatch(ti *pcs.TcbInfo, qe *pcs.EnclaveIdentity, body *pb.TDQuoteBody, r *pb.EnclaveReport, ext *pcs.PckExtensions) (Reason, error) {
+	// verifyTdQuoteBody.
+	if ext.FMSPC != ti.Fmspc {
+		return ReasonTCBInfoMismatch, fmt.Errorf("PCK FMSPC %s differs from the TCB info's %s", ext.FMSPC, ti.Fmspc)
+	}
+	if ext.PCEID != ti.PceID {
+		return ReasonTCBInfoMismatch, fmt.Errorf("PCK PCE-ID %s differs from the TCB info's %s", ext.PCEID, ti.PceID)
+	}
+	if !bytes.Equal(ti.TdxModule.Mrsigner.Bytes, body.GetMrSignerSeam()) {
+		return ReasonTCBInfoMismatch, errors.New("MRSIGNERSEAM differs from the TCB info's TDX module signer")
+	}
+	mask, attrs := ti.TdxModule.AttributesMask.Bytes, body.GetSeamAttributes()
+	if len(mask) != len(attrs) {
+		return ReasonTCBInfoMismatch, fmt.Errorf("SEAM attributes are %d bytes, the TCB info's mask %d", len(attrs), len(mask))
+	}
+	masked := make([]byte, len(mask))
+	for i := range mask {
+		masked[i] = mask[i] & attrs[i]
+	}
+	if !bytes.Equal(ti.TdxModule.Attributes.Bytes, masked) {
+		return ReasonTCBInfoMismatch, errors.New("SEAM attributes do not match the TCB info's TDX module attributes")
+	}
+	// checkTcbInfoTcbStatus: a TCB level, the TDX module level (module
+	// major version > 0) and both UpToDate.
+	tee := body.GetTeeTcbSvn()
+	if len(tee) != 16 {
+		return ReasonVerificationFailed, fmt.Errorf("tee tcb svn is %d bytes", len(tee))
+	}
+	td := findTDLevel(ti, tee, ext)
+	if td == nil {
+		return markTDStatus, errors.New("TD TCB status check: no matching TCB level")
+	}
+	if tee[1] > 0 {
+		mod, id := findModuleLevel(ti, tee)
+		if mod == nil {
+			return markTDStatus, fmt.Errorf("TD TCB status check: no TCB level of TDX module identity %s", id)
+		}
+		if mod.TcbStatus != pcs.TcbComponentStatusUpToDate {
+			return markTDStatus, fmt.Errorf("TD TCB status check: TDX module status %s", mod.TcbStatus)
+		}
+	}
+	if td.TcbStatus != pcs.TcbComponentStatusUpToDate {
+		return markTDStatus, fmt.Errorf("TD TCB status check: status %s", td.TcbStatus)
+	}
+	// verifyQeReport.
+	if err := matchQEIdentity(qe, r); err != nil {
+		return ReasonQEIdentityMismatch, err
+	}
+	l := findQELevel(qe, r.GetIsvSvn())
+	if l == nil {
+		return markQEStatus, errors.New("QE TCB status check: no matching QE TCB level")
+	}
+	if l.TcbStatus != pcs.TcbComponentStatusUpToDate {
+		return markQEStatus, fmt.Errorf("QE TCB status check: status %s", l.TcbStatus)
+	}
+	return "", nil
 }

@@ -2,6 +2,7 @@ package verifier
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/x509"
 	_ "embed"
 	"encoding/pem"
@@ -96,16 +97,23 @@ type Config struct {
 	Checks Checks
 	// MaxQuoteSize bounds the input (DefaultMaxQuoteSize if 0).
 	MaxQuoteSize int
+	// DisableCache turns off the verified-collateral cache (see
+	// "Caching" in doc.go): every call then runs go-tdx-guest's full
+	// collateral verification. The zero value caches; results are the
+	// same either way, only the CPU cost differs.
+	DisableCache bool
 }
 
 // Verifier verifies TDX quotes. It is safe for concurrent use.
 type Verifier struct {
-	cache   parseCache
-	src     CollateralSource
-	roots   *x509.CertPool
-	now     func() time.Time
-	checks  Checks
-	maxSize int
+	cache     parseCache
+	coll      *collateralCache // nil: disabled, or CheckSignatureChain
+	src       CollateralSource
+	roots     *x509.CertPool
+	rootCerts []*x509.Certificate
+	now       func() time.Time
+	checks    Checks
+	maxSize   int
 }
 
 // New returns a Verifier for cfg.
@@ -123,7 +131,8 @@ func New(cfg Config) (*Verifier, error) {
 		return nil, fmt.Errorf("verifier: unknown checks %d", int(cfg.Checks))
 	}
 	roots := x509.NewCertPool()
-	roots.AddCert(IntelRootCA())
+	rootCerts := []*x509.Certificate{IntelRootCA()}
+	roots.AddCert(rootCerts[0])
 	for i, c := range cfg.ExtraRoots {
 		if c == nil || !c.IsCA || !c.BasicConstraintsValid {
 			return nil, fmt.Errorf("verifier: extra root %d is not a CA certificate", i)
@@ -132,23 +141,34 @@ func New(cfg Config) (*Verifier, error) {
 			return nil, fmt.Errorf("verifier: extra root %d (%s) is not self-signed: %w", i, c.Subject, err)
 		}
 		roots.AddCert(c)
+		rootCerts = append(rootCerts, c)
 	}
 	maxSize := cfg.MaxQuoteSize
 	if maxSize <= 0 {
 		maxSize = DefaultMaxQuoteSize
 	}
-	return &Verifier{src: cfg.Collateral, roots: roots, now: cfg.Now, checks: cfg.Checks, maxSize: maxSize}, nil
+	v := &Verifier{src: cfg.Collateral, roots: roots, rootCerts: rootCerts, now: cfg.Now, checks: cfg.Checks, maxSize: maxSize}
+	if !cfg.DisableCache && cfg.Checks != CheckSignatureChain {
+		v.coll = &collateralCache{}
+	}
+	return v, nil
 }
 
 // callSource adapts the CollateralSource to go-tdx-guest's context-free
 // getter for one Verify call. go-tdx-guest formats getter errors with %v,
-// so it keeps the first one (for its type) and the bodies it served (for
-// the TCB evaluation). One call runs on one goroutine.
+// so it keeps the first one (for its type), the bodies it served (for the
+// TCB evaluation) and every successful fetch in order (for the collateral
+// cache). One call runs on one goroutine.
 type callSource struct {
 	ctx    context.Context
 	src    CollateralSource
 	err    error
 	bodies map[collateral.Kind][]byte
+	served []served
+}
+
+func newCallSource(ctx context.Context, src CollateralSource) *callSource {
+	return &callSource{ctx: ctx, src: src, bodies: map[collateral.Kind][]byte{}}
 }
 
 func (c *callSource) Get(url string) (map[string][]string, []byte, error) {
@@ -168,7 +188,15 @@ func (c *callSource) Get(url string) (map[string][]string, []byte, error) {
 	if k, kerr := collateral.KeyForURL(url); kerr == nil {
 		c.bodies[k.Kind] = b
 	}
+	c.served = append(c.served, served{url: url, header: h, body: b})
 	return h, b, nil
+}
+
+// noGetter is go-tdx-guest's getter when it must fetch nothing.
+type noGetter struct{}
+
+func (noGetter) Get(url string) (map[string][]string, []byte, error) {
+	return nil, nil, fmt.Errorf("collateral: %w: no fetch expected (%s)", collateral.ErrUnavailable, url)
 }
 
 func fail(r Reason, err error) *Error { return &Error{Reason: r, Err: err} }
@@ -199,7 +227,19 @@ func (v *Verifier) Verify(ctx context.Context, quote []byte) (*Claims, error) {
 		return nil, fail(ReasonQuoteMalformed, err)
 	}
 	now := v.now()
-	src := &callSource{ctx: ctx, src: v.src, bodies: map[collateral.Kind][]byte{}}
+	qeCert := q.GetSignedData().GetCertificationData().GetQeReportCertificationData()
+	chain := qeCert.GetPckCertificateChainData().GetPckCertChain()
+	var chainDigest [32]byte
+	if v.coll != nil {
+		chainDigest = sha256.Sum256(chain)
+		if set := v.coll.lookup(chainDigest); set != nil && !now.Before(set.notBefore) && !now.After(set.notAfter) {
+			if src := newCallSource(ctx, v.src); set.matches(src, v.checks, chain) {
+				return v.verifyCached(q, now, set)
+			}
+		}
+	}
+
+	src := newCallSource(ctx, v.src)
 	// A fresh Options per call: go-tdx-guest stores its working state in it.
 	opts := &verify.Options{
 		GetCollateral:    v.checks != CheckSignatureChain,
@@ -209,10 +249,6 @@ func (v *Verifier) Verify(ctx context.Context, quote []byte) (*Claims, error) {
 		TrustedRoots:     v.roots,
 	}
 	verr := runVerify(q, opts)
-	claims := claimsFromBody(q.GetTdQuoteBody())
-	claims.Checks = v.checks
-	qeCert := q.GetSignedData().GetCertificationData().GetQeReportCertificationData()
-
 	var reason Reason
 	if verr != nil {
 		reason = classify(verr, src.err)
@@ -220,36 +256,80 @@ func (v *Verifier) Verify(ctx context.Context, quote []byte) (*Claims, error) {
 			return nil, fail(reason, verr)
 		}
 	}
-	// The quote verified, or failed only its TCB status. Evaluate the
-	// status from the same collateral bytes go-tdx-guest just verified.
-	ext, err := v.cache.pckExtensions(qeCert.GetPckCertificateChainData().GetPckCertChain())
-	if err != nil { // cannot happen after go-tdx-guest parsed the same chain
-		return nil, fail(ReasonPCKChainInvalid, err)
-	}
-	claims.FMSPC = ext.FMSPC
+	// The quote verified, or failed only its TCB status.
 	if v.checks == CheckSignatureChain {
-		return claims, nil
+		return v.finish(q, reason, verr, nil)
 	}
-	ti, err := v.cache.tcbInfo(src.bodies[collateral.KindTCBInfo])
-	if err != nil {
+	// Read the collateral from the same bytes go-tdx-guest just verified.
+	var coll verifiedCollateral
+	if coll.ti, err = v.cache.tcbInfo(src.bodies[collateral.KindTCBInfo]); err != nil {
 		return nil, fail(ReasonVerificationFailed, fmt.Errorf("re-reading verified tcb info: %w", err))
 	}
-	qe, err := v.cache.qeIdentity(src.bodies[collateral.KindQEIdentity])
-	if err != nil {
+	if coll.qe, err = v.cache.qeIdentity(src.bodies[collateral.KindQEIdentity]); err != nil {
 		return nil, fail(ReasonVerificationFailed, fmt.Errorf("re-reading verified qe identity: %w", err))
 	}
-	claims.TCBInfoIssueDate, claims.TCBInfoNextUpdate = ti.TcbInfo.IssueDate, ti.TcbInfo.NextUpdate
-	claims.QEIdentityIssueDate, claims.QEIdentityNextUpdate = qe.EnclaveIdentity.IssueDate, qe.EnclaveIdentity.NextUpdate
-	claims.CollateralNextUpdate = earliest(ti.TcbInfo.NextUpdate, qe.EnclaveIdentity.NextUpdate)
 	if v.checks == CheckFull {
 		for _, k := range []collateral.Kind{collateral.KindPCKCRL, collateral.KindRootCRL} {
 			next, err := v.cache.crlNextUpdate(src.bodies[k])
 			if err != nil {
 				return nil, fail(ReasonVerificationFailed, fmt.Errorf("re-reading verified %s: %w", k, err))
 			}
-			claims.CollateralNextUpdate = earliest(claims.CollateralNextUpdate, next)
+			coll.crlNext = earliest(coll.crlNext, next)
 		}
 	}
+	// go-tdx-guest has passed every check that depends only on the PCK
+	// chain, the collateral and the time: remember the tuple (only if
+	// every fetch succeeded, so its fetch sequence is the one it makes).
+	if v.coll != nil && src.err == nil {
+		if set, err := v.newVerifiedSet(chain, src.served, coll); err == nil {
+			v.coll.store(chainDigest, set)
+		}
+	}
+	return v.finish(q, reason, verr, &coll)
+}
+
+// verifyCached verifies a quote whose PCK chain and collateral form a
+// cached verified set (the source serves the same bytes, now is inside the
+// set's window): go-tdx-guest checks the signatures and the PCK chain
+// without collateral, then replayQuoteMatch does its per-quote collateral
+// checks. The result is what the full path would return.
+func (v *Verifier) verifyCached(q *pb.QuoteV4, now time.Time, set *verifiedSet) (*Claims, error) {
+	opts := &verify.Options{Getter: noGetter{}, Now: now, TrustedRoots: v.roots}
+	if verr := runVerify(q, opts); verr != nil {
+		return nil, fail(classify(verr, nil), verr)
+	}
+	qeCert := q.GetSignedData().GetCertificationData().GetQeReportCertificationData()
+	ext, err := v.cache.pckExtensions(qeCert.GetPckCertificateChainData().GetPckCertChain())
+	if err != nil { // cannot happen after go-tdx-guest parsed the same chain
+		return nil, fail(ReasonPCKChainInvalid, err)
+	}
+	reason, merr := replayQuoteMatch(&set.coll.ti.TcbInfo, &set.coll.qe.EnclaveIdentity, q.GetTdQuoteBody(), qeCert.GetQeReport(), ext)
+	if reason != "" && reason != markTDStatus && reason != markQEStatus {
+		return nil, fail(reason, merr)
+	}
+	return v.finish(q, reason, merr, &set.coll)
+}
+
+// finish builds the claims of a quote that verified or failed only its TCB
+// status (reason markTDStatus or markQEStatus, with libErr the library's
+// error) and evaluates the TCB status from coll (nil for
+// CheckSignatureChain).
+func (v *Verifier) finish(q *pb.QuoteV4, reason Reason, libErr error, coll *verifiedCollateral) (*Claims, error) {
+	claims := claimsFromBody(q.GetTdQuoteBody())
+	claims.Checks = v.checks
+	qeCert := q.GetSignedData().GetCertificationData().GetQeReportCertificationData()
+	ext, err := v.cache.pckExtensions(qeCert.GetPckCertificateChainData().GetPckCertChain())
+	if err != nil { // cannot happen after go-tdx-guest parsed the same chain
+		return nil, fail(ReasonPCKChainInvalid, err)
+	}
+	claims.FMSPC = ext.FMSPC
+	if coll == nil {
+		return claims, nil
+	}
+	ti, qe := coll.ti, coll.qe
+	claims.TCBInfoIssueDate, claims.TCBInfoNextUpdate = ti.TcbInfo.IssueDate, ti.TcbInfo.NextUpdate
+	claims.QEIdentityIssueDate, claims.QEIdentityNextUpdate = qe.EnclaveIdentity.IssueDate, qe.EnclaveIdentity.NextUpdate
+	claims.CollateralNextUpdate = earliest(earliest(ti.TcbInfo.NextUpdate, qe.EnclaveIdentity.NextUpdate), coll.crlNext)
 	if reason == markTDStatus {
 		// go-tdx-guest stopped before comparing the QE report with the QE
 		// identity; do it here.
@@ -259,19 +339,19 @@ func (v *Verifier) Verify(ctx context.Context, quote []byte) (*Claims, error) {
 	}
 	res, err := evaluateTCB(&ti.TcbInfo, &qe.EnclaveIdentity, q.GetTdQuoteBody(), ext, qeCert.GetQeReport().GetIsvSvn())
 	if err != nil {
-		if verr != nil && errors.Is(err, errNoTCBLevel) {
-			return nil, fail(ReasonTCBUnsupported, fmt.Errorf("%w (go-tdx-guest: %v)", err, verr))
+		if libErr != nil && errors.Is(err, errNoTCBLevel) {
+			return nil, fail(ReasonTCBUnsupported, fmt.Errorf("%w (go-tdx-guest: %v)", err, libErr))
 		}
 		return nil, fail(ReasonVerificationFailed, fmt.Errorf("tcb evaluation disagrees with go-tdx-guest: %w", err))
 	}
 	claims.TCBStatus, claims.AdvisoryIDs, claims.TCBDate = res.status, res.advisoryIDs, res.tcbDate
 	sr := statusReason(res.status)
 	switch {
-	case verr == nil && sr == "":
+	case libErr == nil && sr == "":
 		return claims, nil
-	case verr == nil || sr == "":
+	case libErr == nil || sr == "":
 		// Fail closed if the two evaluations ever disagree.
-		return nil, fail(ReasonVerificationFailed, fmt.Errorf("tcb status %q disagrees with go-tdx-guest (%v)", res.status, verr))
+		return nil, fail(ReasonVerificationFailed, fmt.Errorf("tcb status %q disagrees with go-tdx-guest (%v)", res.status, libErr))
 	default:
 		return nil, &Error{Reason: sr, Err: fmt.Errorf("tcb status %s", res.status), Claims: claims}
 	}

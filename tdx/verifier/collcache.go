@@ -1,0 +1,260 @@
+package verifier
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/binary"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"hash"
+	"net/url"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/google/go-tdx-guest/pcs"
+
+	"github.com/cml-project/cml/tdx/collateral"
+)
+
+// collateralCache remembers, per PCK certificate chain, the last set of
+// collateral with which go-tdx-guest fully verified a quote from that
+// chain: the PCK chain to a trusted root, the CRL signatures and
+// revocation of the PCK and its CA, the TCB info and QE identity
+// signatures, issuer chains, IDs and versions, and the FMSPC and PCE-ID
+// match. Each of those checks is a pure function of the PCK chain bytes,
+// the collateral bytes (headers and bodies, as served), the trusted roots
+// (fixed per Verifier) and the time; and every time-dependent one passes
+// for any time inside [notBefore, notAfter] once it passed at one time
+// inside it (they compare the time with certificate validity, CRL
+// nextUpdate and collateral nextUpdate only).
+//
+// So a later quote with the same PCK chain bytes, verified while the
+// collateral source serves byte-identical collateral for the same URLs,
+// at a time inside the window, needs only the per-quote checks: the quote
+// signature, the QE report signature and report data binding, the PCK
+// chain (go-tdx-guest without collateral), and the matching of the quote
+// against the collateral (replayQuoteMatch).
+//
+// Bounded: cleared when it reaches maxCollateralEntries (one entry per
+// platform PCK certificate). Entries are immutable once stored.
+type collateralCache struct {
+	mu sync.Mutex
+	m  map[[sha256.Size]byte]*verifiedSet
+}
+
+const maxCollateralEntries = 256
+
+// verifiedSet is a cached (PCK chain, collateral) tuple that verified.
+type verifiedSet struct {
+	urls   []string          // the URLs go-tdx-guest fetched, in its order
+	digest [sha256.Size]byte // tupleDigest of the chain and what those URLs served
+	// The validity window: the latest NotBefore / issue date and the
+	// earliest NotAfter / nextUpdate of every certificate, CRL and
+	// collateral document involved, and of the trusted roots.
+	notBefore, notAfter time.Time
+	coll                verifiedCollateral
+}
+
+// verifiedCollateral is the parsed collateral of a verified set.
+type verifiedCollateral struct {
+	ti      *pcs.TdxTcbInfo
+	qe      *pcs.QeIdentity
+	crlNext time.Time // earliest CRL nextUpdate; zero without CRL checks
+}
+
+// served is one successful fetch by go-tdx-guest during a full
+// verification.
+type served struct {
+	url    string
+	header map[string][]string
+	body   []byte
+}
+
+func (c *collateralCache) lookup(chain [sha256.Size]byte) *verifiedSet {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.m[chain]
+}
+
+func (c *collateralCache) store(chain [sha256.Size]byte, s *verifiedSet) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil || (len(c.m) >= maxCollateralEntries && c.m[chain] == nil) {
+		c.m = make(map[[sha256.Size]byte]*verifiedSet)
+	}
+	c.m[chain] = s
+}
+
+func (c *collateralCache) len() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.m)
+}
+
+// tupleDigest is SHA-256 over the check level, the PCK chain bytes and
+// each fetch (URL, every header name and value, body), all
+// length-prefixed, headers in sorted order.
+func tupleDigest(checks Checks, chain []byte, fetches []served) [sha256.Size]byte {
+	h := sha256.New()
+	h.Write([]byte("cml tdx verifier collateral tuple v1\x00"))
+	h.Write([]byte{byte(checks)})
+	writeLP(h, chain)
+	writeLen(h, len(fetches))
+	for _, f := range fetches {
+		writeLP(h, []byte(f.url))
+		keys := make([]string, 0, len(f.header))
+		for k := range f.header {
+			keys = append(keys, k)
+		}
+		slices.Sort(keys)
+		writeLen(h, len(keys))
+		for _, k := range keys {
+			writeLP(h, []byte(k))
+			writeLen(h, len(f.header[k]))
+			for _, v := range f.header[k] {
+				writeLP(h, []byte(v))
+			}
+		}
+		writeLP(h, f.body)
+	}
+	var d [sha256.Size]byte
+	h.Sum(d[:0])
+	return d
+}
+
+func writeLen(h hash.Hash, n int) {
+	h.Write(binary.BigEndian.AppendUint64(nil, uint64(n)))
+}
+
+func writeLP(h hash.Hash, b []byte) {
+	writeLen(h, len(b))
+	h.Write(b)
+}
+
+// window computes the validity window of a verified set: every
+// certificate in the PCK chain, in any issuer chain header, and the
+// trusted roots; the TCB info and QE identity; and, with CRL checks, the
+// CRLs. It is a superset of what go-tdx-guest checks against the time, so
+// the window is never wider than the one in which go-tdx-guest would pass.
+func window(chain []byte, fetches []served, roots []*x509.Certificate, coll verifiedCollateral, withCRLs bool) (notBefore, notAfter time.Time, err error) {
+	var certs []*x509.Certificate
+	addPEM := func(b []byte, strict bool) error {
+		for rest := b; ; {
+			var blk *pem.Block
+			blk, rest = pem.Decode(rest)
+			if blk == nil {
+				return nil
+			}
+			c, err := x509.ParseCertificate(blk.Bytes)
+			if err != nil {
+				if strict {
+					return err
+				}
+				continue
+			}
+			certs = append(certs, c)
+		}
+	}
+	if err := addPEM(chain, true); err != nil {
+		return notBefore, notAfter, fmt.Errorf("pck chain: %w", err)
+	}
+	for _, f := range fetches {
+		for _, vs := range f.header {
+			for _, v := range vs {
+				// go-tdx-guest URL-unescapes issuer chains; values that are
+				// not PEM certificates add nothing.
+				if u, err := url.QueryUnescape(v); err == nil {
+					_ = addPEM([]byte(u), false)
+				}
+			}
+		}
+	}
+	certs = append(certs, roots...)
+	later := func(t time.Time) {
+		if t.After(notBefore) {
+			notBefore = t
+		}
+	}
+	earlier := func(t time.Time) {
+		if notAfter.IsZero() || t.Before(notAfter) {
+			notAfter = t
+		}
+	}
+	for _, c := range certs {
+		later(c.NotBefore)
+		earlier(c.NotAfter)
+	}
+	ti, qe := &coll.ti.TcbInfo, &coll.qe.EnclaveIdentity
+	if ti.NextUpdate.IsZero() || qe.NextUpdate.IsZero() {
+		return notBefore, notAfter, errors.New("collateral without nextUpdate")
+	}
+	later(ti.IssueDate)
+	earlier(ti.NextUpdate)
+	later(qe.IssueDate)
+	earlier(qe.NextUpdate)
+	if withCRLs {
+		n := 0
+		for _, f := range fetches {
+			k, err := collateral.KeyForURL(f.url)
+			if err != nil {
+				return notBefore, notAfter, err
+			}
+			if k.Kind != collateral.KindPCKCRL && k.Kind != collateral.KindRootCRL {
+				continue
+			}
+			crl, err := x509.ParseRevocationList(f.body)
+			if err != nil {
+				return notBefore, notAfter, fmt.Errorf("%s: %w", k.Kind, err)
+			}
+			if crl.NextUpdate.IsZero() {
+				return notBefore, notAfter, fmt.Errorf("%s without nextUpdate", k.Kind)
+			}
+			later(crl.ThisUpdate)
+			earlier(crl.NextUpdate)
+			n++
+		}
+		if n != 2 {
+			return notBefore, notAfter, fmt.Errorf("%d CRLs fetched, want 2", n)
+		}
+	}
+	if len(certs) == 0 || notAfter.Before(notBefore) {
+		return notBefore, notAfter, errors.New("empty validity window")
+	}
+	return notBefore, notAfter, nil
+}
+
+// newVerifiedSet builds the cache entry after a full verification in
+// which go-tdx-guest passed every collateral check (it accepted the
+// quote, or failed only a TCB status check, its last checks).
+func (v *Verifier) newVerifiedSet(chain []byte, fetches []served, coll verifiedCollateral) (*verifiedSet, error) {
+	nb, na, err := window(chain, fetches, v.rootCerts, coll, v.checks == CheckFull)
+	if err != nil {
+		return nil, err
+	}
+	s := &verifiedSet{
+		digest:    tupleDigest(v.checks, chain, fetches),
+		notBefore: nb,
+		notAfter:  na,
+		coll:      coll,
+	}
+	for _, f := range fetches {
+		s.urls = append(s.urls, f.url)
+	}
+	return s, nil
+}
+
+// matches reports whether the source now serves exactly the cached
+// collateral for s's URLs, fetching them in go-tdx-guest's order. Any
+// fetch error is a miss: the full path reports it.
+func (s *verifiedSet) matches(src *callSource, checks Checks, chain []byte) bool {
+	for _, u := range s.urls {
+		if _, _, err := src.Get(u); err != nil {
+			return false
+		}
+	}
+	d := tupleDigest(checks, chain, src.served)
+	return bytes.Equal(d[:], s.digest[:])
+}
