@@ -271,3 +271,61 @@ func TestModelDecryptInterrupted(t *testing.T) {
 	}
 	mustNotExist(t, out)
 }
+
+func TestModelDecryptSkipPlaintextHash(t *testing.T) {
+	key, model, enc := encryptedModel(t)
+	out := filepath.Join(t.TempDir(), "out")
+	if r := kbsctl(t, "model", "decrypt", "--key-file", key, "--in", enc, "--out", out, "--skip-plaintext-hash"); r.code != exitOK {
+		t.Fatalf("decrypt --skip-plaintext-hash: %v", r)
+	}
+	sameTree(t, model, out)
+
+	// A modified chunk is refused all the same: the chunks are authenticated.
+	p := filepath.Join(enc, "weights/model-00001.safetensors")
+	data, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data[len(data)/2] ^= 0x01
+	if err := os.WriteFile(p, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out = filepath.Join(t.TempDir(), "out")
+	r := kbsctl(t, "model", "decrypt", "--key-file", key, "--in", enc, "--out", out, "--skip-plaintext-hash")
+	if r.code != exitRefused || !strings.Contains(r.stderr, "chunk") || !strings.Contains(r.stderr, "weights/model-00001.safetensors: ") {
+		t.Errorf("tampered chunk with --skip-plaintext-hash: want exit %d naming the chunk: %v", exitRefused, r)
+	}
+	mustNotExist(t, out)
+}
+
+// TestModelDecryptInconsistentHash decrypts testdata/inconsistent-hash.emdl,
+// whose chunks are authentic but whose manifest holds a wrong SHA-256 for
+// weights.bin (see testdata/README.md): the default re-check refuses it,
+// --skip-plaintext-hash does not look.
+func TestModelDecryptInconsistentHash(t *testing.T) {
+	key := filepath.Join(t.TempDir(), "fixture.key")
+	if err := os.WriteFile(key, []byte("000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	enc := filepath.Join("testdata", "inconsistent-hash.emdl")
+
+	out := filepath.Join(t.TempDir(), "out")
+	r := kbsctl(t, "model", "decrypt", "--key-file", key, "--in", enc, "--out", out)
+	if r.code != exitRefused || !strings.Contains(r.stderr, "weights.bin: plaintext SHA-256 does not match the manifest") {
+		t.Fatalf("default decrypt: want exit %d naming the hash: %v", exitRefused, r)
+	}
+	mustNotExist(t, out)
+
+	r = kbsctl(t, "model", "decrypt", "--key-file", key, "--in", enc, "--out", out, "--skip-plaintext-hash")
+	if r.code != exitOK {
+		t.Fatalf("decrypt --skip-plaintext-hash: %v", r)
+	}
+	got := readTree(t, out)
+	want := make([]byte, 10000)
+	for i := range want {
+		want[i] = byte(i % 251)
+	}
+	if len(got) != 2 || got["weights.bin"] != string(want) || got["config.json"] != "{\"fixture\": \"inconsistent-hash\"}\n" {
+		t.Errorf("decrypted %d files; weights.bin or config.json differ from testdata/README.md", len(got))
+	}
+}
