@@ -2,7 +2,8 @@
 # Loader benchmark: wall time from process start to exit of cml-loader
 # loading a model into tmpfs (/dev/shm) — mTLS to a real kbs on loopback, a
 # simulated TDX quote with full verification, the key release, then
-# verification and decryption of every byte — against 'cp' ('cp -r' for a
+# authentication and decryption of every chunk (cml-loader's default: no
+# plaintext SHA-256 re-check) — against 'cp' ('cp -r' for a
 # directory) of the plaintext in the same run, best of BENCH_RUNS each, for
 # a 2 GiB single-file model and an 8 x 256 MiB directory model. The broker
 # is set up as in 'make demo' (scripts/lib/broker.sh); the model is
