@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/go-tdx-guest/pcs"
@@ -43,6 +44,9 @@ import (
 type collateralCache struct {
 	mu sync.Mutex
 	m  map[[sha256.Size]byte]*verifiedSet
+	// hits and misses count Verify calls that did and did not take the
+	// cached path (tests and diagnosis).
+	hits, misses atomic.Uint64
 }
 
 const maxCollateralEntries = 256

@@ -234,9 +234,11 @@ func (v *Verifier) Verify(ctx context.Context, quote []byte) (*Claims, error) {
 		chainDigest = sha256.Sum256(chain)
 		if set := v.coll.lookup(chainDigest); set != nil && !now.Before(set.notBefore) && !now.After(set.notAfter) {
 			if src := newCallSource(ctx, v.src); set.matches(src, v.checks, chain) {
+				v.coll.hits.Add(1)
 				return v.verifyCached(q, now, set)
 			}
 		}
+		v.coll.misses.Add(1)
 	}
 
 	src := newCallSource(ctx, v.src)

@@ -55,6 +55,14 @@ func wantReason(t *testing.T, err error, want Reason) *Error {
 	return e
 }
 
+// wantHits fails a warm run in which no Verify call took the cached path.
+func wantHits(t *testing.T, mode pathMode, v *Verifier) {
+	t.Helper()
+	if mode == warm && v.coll != nil && v.coll.hits.Load() == 0 {
+		t.Error("warm run never took the cached path")
+	}
+}
+
 func TestIntelRoot(t *testing.T) {
 	root := IntelRootCA()
 	if got := root.Subject.String(); got != "CN=Intel SGX Root CA,O=Intel Corporation,L=Santa Clara,ST=CA,C=US" {
@@ -185,12 +193,17 @@ func TestSimAccept(t *testing.T) {
 	td.RTMR[3][47] = 0x33
 	rd := [64]byte{0: 0xaa, 63: 0x55}
 	at := simEpoch.Add(time.Hour)
-	for _, checks := range []Checks{CheckFull, CheckNoCRL, CheckSignatureChain} {
-		v := simVerifier(t, s, nil, at, checks)
+	for _, mc := range []struct {
+		mode   pathMode
+		checks Checks
+	}{{cold, CheckFull}, {cold, CheckNoCRL}, {cold, CheckSignatureChain}, {warm, CheckFull}, {warm, CheckNoCRL}} {
+		checks := mc.checks
+		v := pathVerifier(t, mc.mode, s, nil, at, checks)
 		c, err := v.Verify(context.Background(), quote(t, s, rd, td))
 		if err != nil {
-			t.Fatalf("%v: %v", checks, err)
+			t.Fatalf("%v %v: %v", mc.mode, checks, err)
 		}
+		wantHits(t, mc.mode, v)
 		if c.MRTD != Measurement(td.MRTD) || c.RTMR[3] != Measurement(td.RTMR[3]) || c.MRConfigID != Measurement(td.MRConfigID) ||
 			c.MROwner != Measurement(td.MROwner) || c.MROwnerConfig != Measurement(td.MROwnerConfig) || c.ReportData != rd {
 			t.Errorf("%v: claims do not match the TD", checks)
@@ -222,12 +235,14 @@ func TestSimAccept(t *testing.T) {
 
 	// DEBUG is decoded, not judged: policy denies it.
 	td.Debug = true
-	c, err := simVerifier(t, s, nil, at, CheckFull).Verify(context.Background(), quote(t, s, rd, td))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !c.Debug || c.TDAttributes&TDAttrDebug == 0 {
-		t.Errorf("debug TD: Debug = %v, attributes %#x", c.Debug, c.TDAttributes)
+	for _, mode := range modes {
+		c, err := pathVerifier(t, mode, s, nil, at, CheckFull).Verify(context.Background(), quote(t, s, rd, td))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !c.Debug || c.TDAttributes&TDAttrDebug == 0 {
+			t.Errorf("%v: debug TD: Debug = %v, attributes %#x", mode, c.Debug, c.TDAttributes)
+		}
 	}
 }
 
@@ -273,11 +288,17 @@ func resign(t *testing.T, q []byte, fixQE bool) []byte {
 func TestSimQuoteTampering(t *testing.T) {
 	s := newSim(t, tdxsim.Options{})
 	q := quote(t, s, [64]byte{7}, s.DefaultTD())
-	v := simVerifier(t, s, nil, simEpoch.Add(time.Hour), CheckFull)
+	big := append(bytes.Clone(q), make([]byte, DefaultMaxQuoteSize)...)
+	for _, mode := range modes {
+		t.Run(mode.String(), func(t *testing.T) { testSimQuoteTampering(t, mode, s, q, big) })
+	}
+}
+
+func testSimQuoteTampering(t *testing.T, mode pathMode, s *tdxsim.Simulator, q, big []byte) {
+	v := pathVerifier(t, mode, s, nil, simEpoch.Add(time.Hour), CheckFull)
 	if _, err := v.Verify(context.Background(), q); err != nil {
 		t.Fatalf("untampered quote: %v", err)
 	}
-	big := append(bytes.Clone(q), make([]byte, DefaultMaxQuoteSize)...)
 	for _, tc := range []struct {
 		name  string
 		quote []byte
@@ -317,6 +338,7 @@ func TestSimQuoteTampering(t *testing.T) {
 	if _, err := v.Verify(context.Background(), append(bytes.Clone(q), "trailing"...)); err != nil {
 		t.Errorf("quote with trailing bytes: %v", err)
 	}
+	wantHits(t, mode, v)
 }
 
 func TestSimTrust(t *testing.T) {
@@ -334,43 +356,47 @@ func TestSimTrust(t *testing.T) {
 		wantReason(t, err, ReasonPCKChainUntrusted)
 	}
 
-	// Another simulator's quote (the attacker's own CA with Intel's names).
 	other := newSim(t, tdxsim.Options{Seed: []byte("attacker-seed-0123456789abcdefgh")})
-	_, err := simVerifier(t, s, nil, at, CheckFull).Verify(context.Background(), quote(t, other, [64]byte{}, other.DefaultTD()))
-	wantReason(t, err, ReasonPCKChainUntrusted)
+	for _, mode := range modes {
+		// Another simulator's quote (the attacker's own CA with Intel's names).
+		_, err := pathVerifier(t, mode, s, nil, at, CheckFull).Verify(context.Background(), quote(t, other, [64]byte{}, other.DefaultTD()))
+		wantReason(t, err, ReasonPCKChainUntrusted)
 
-	// Collateral signed under another root.
-	mixed := newMemSource(s.Collateral())
-	for _, e := range other.Collateral() {
-		if e.Kind == collateral.KindTCBInfo {
-			mixed[e.Key] = e
-		}
-	}
-	_, err = simVerifier(t, s, mixed, at, CheckFull).Verify(context.Background(), q)
-	wantReason(t, err, ReasonCollateralInvalid)
-
-	// CRLs from another root or CA.
-	for _, kind := range []collateral.Kind{collateral.KindRootCRL, collateral.KindPCKCRL} {
+		// Collateral signed under another root.
 		mixed := newMemSource(s.Collateral())
 		for _, e := range other.Collateral() {
-			if e.Kind == kind {
+			if e.Kind == collateral.KindTCBInfo {
 				mixed[e.Key] = e
 			}
 		}
-		_, err = simVerifier(t, s, mixed, at, CheckFull).Verify(context.Background(), q)
-		wantReason(t, err, ReasonCRLInvalid)
+		_, err = pathVerifier(t, mode, s, mixed, at, CheckFull).Verify(context.Background(), q)
+		wantReason(t, err, ReasonCollateralInvalid)
+
+		// CRLs from another root or CA.
+		for _, kind := range []collateral.Kind{collateral.KindRootCRL, collateral.KindPCKCRL} {
+			mixed := newMemSource(s.Collateral())
+			for _, e := range other.Collateral() {
+				if e.Kind == kind {
+					mixed[e.Key] = e
+				}
+			}
+			_, err = pathVerifier(t, mode, s, mixed, at, CheckFull).Verify(context.Background(), q)
+			wantReason(t, err, ReasonCRLInvalid)
+		}
 	}
 }
 
 func TestSimRevokedPCK(t *testing.T) {
 	s := newSim(t, tdxsim.Options{RevokePCK: true})
 	q := quote(t, s, [64]byte{}, s.DefaultTD())
-	_, err := simVerifier(t, s, nil, simEpoch.Add(time.Hour), CheckFull).Verify(context.Background(), q)
-	wantReason(t, err, ReasonPCKRevoked)
-	// Without CRL checks the revocation is not seen: CheckNoCRL is for
-	// benchmarks and diagnosis only.
-	if _, err := simVerifier(t, s, nil, simEpoch.Add(time.Hour), CheckNoCRL).Verify(context.Background(), q); err != nil {
-		t.Errorf("CheckNoCRL: %v", err)
+	for _, mode := range modes {
+		_, err := pathVerifier(t, mode, s, nil, simEpoch.Add(time.Hour), CheckFull).Verify(context.Background(), q)
+		wantReason(t, err, ReasonPCKRevoked)
+		// Without CRL checks the revocation is not seen: CheckNoCRL is for
+		// benchmarks and diagnosis only.
+		if _, err := pathVerifier(t, mode, s, nil, simEpoch.Add(time.Hour), CheckNoCRL).Verify(context.Background(), q); err != nil {
+			t.Errorf("%v: CheckNoCRL: %v", mode, err)
+		}
 	}
 }
 
@@ -414,15 +440,17 @@ func TestSimCollateral(t *testing.T) {
 			}
 		}, ReasonCollateralInvalid},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
-			s := newSim(t, tc.opts)
-			m := newMemSource(s.Collateral())
-			if tc.edit != nil {
-				tc.edit(m)
-			}
-			_, err := simVerifier(t, s, m, at, CheckFull).Verify(context.Background(), quote(t, s, [64]byte{}, s.DefaultTD()))
-			wantReason(t, err, tc.want)
-		})
+		for _, mode := range modes {
+			t.Run(tc.name+"/"+mode.String(), func(t *testing.T) {
+				s := newSim(t, tc.opts)
+				m := newMemSource(s.Collateral())
+				if tc.edit != nil {
+					tc.edit(m)
+				}
+				_, err := pathVerifier(t, mode, s, m, at, CheckFull).Verify(context.Background(), quote(t, s, [64]byte{}, s.DefaultTD()))
+				wantReason(t, err, tc.want)
+			})
+		}
 	}
 }
 
@@ -458,44 +486,51 @@ func TestSimTCBStatus(t *testing.T) {
 		{tdxsim.ConfigurationNeeded, ReasonTCBConfigurationNeeded},
 		{tdxsim.ConfigurationAndSWHardeningNeeded, ReasonTCBConfigurationAndSWHardeningNeeded},
 	} {
-		t.Run(tc.status, func(t *testing.T) {
-			s := newSim(t, tdxsim.Options{TCBStatus: tc.status})
-			rd := [64]byte{1}
-			_, err := simVerifier(t, s, nil, at, CheckFull).Verify(context.Background(), quote(t, s, rd, s.DefaultTD()))
-			e := wantReason(t, err, tc.want)
-			if e.Claims == nil {
-				t.Fatal("TCB status error carries no claims")
-			}
-			if string(e.Claims.TCBStatus) != tc.status || e.Claims.ReportData != rd || e.Claims.MRTD != Measurement(s.DefaultTD().MRTD) {
-				t.Errorf("claims: status %q report data %x", e.Claims.TCBStatus, e.Claims.ReportData[:2])
-			}
-			if len(e.Claims.AdvisoryIDs) == 0 {
-				t.Error("no advisory IDs")
-			}
-			if e.Claims.TCBInfoNextUpdate.IsZero() || e.Claims.CollateralNextUpdate.IsZero() {
-				t.Error("collateral dates missing")
-			}
-		})
+		for _, mode := range modes {
+			t.Run(tc.status+"/"+mode.String(), func(t *testing.T) {
+				s := newSim(t, tdxsim.Options{TCBStatus: tc.status})
+				rd := [64]byte{1}
+				v := pathVerifier(t, mode, s, nil, at, CheckFull)
+				_, err := v.Verify(context.Background(), quote(t, s, rd, s.DefaultTD()))
+				e := wantReason(t, err, tc.want)
+				wantHits(t, mode, v)
+				if e.Claims == nil {
+					t.Fatal("TCB status error carries no claims")
+				}
+				if string(e.Claims.TCBStatus) != tc.status || e.Claims.ReportData != rd || e.Claims.MRTD != Measurement(s.DefaultTD().MRTD) {
+					t.Errorf("claims: status %q report data %x", e.Claims.TCBStatus, e.Claims.ReportData[:2])
+				}
+				if len(e.Claims.AdvisoryIDs) == 0 {
+					t.Error("no advisory IDs")
+				}
+				if e.Claims.TCBInfoNextUpdate.IsZero() || e.Claims.CollateralNextUpdate.IsZero() {
+					t.Error("collateral dates missing")
+				}
+			})
+		}
 	}
 
 	s := newSim(t, tdxsim.Options{})
-	v := simVerifier(t, s, nil, at, CheckFull)
-	// A TEE TCB SVN below every TCB level (microcode SVN 1 < 2).
-	td := s.DefaultTD()
-	td.TEETCBSVN = s.Platform().TEETCBSVN
-	td.TEETCBSVN[2] = 1
-	_, err := v.Verify(context.Background(), quote(t, s, [64]byte{}, td))
-	wantReason(t, err, ReasonTCBUnsupported)
-	// A TDX module SVN below the module identity's levels.
-	td.TEETCBSVN = s.Platform().TEETCBSVN
-	td.TEETCBSVN[0] = 4
-	_, err = v.Verify(context.Background(), quote(t, s, [64]byte{}, td))
-	wantReason(t, err, ReasonTCBUnsupported)
-	// A TDX module major version the TCB info does not know.
-	td.TEETCBSVN = s.Platform().TEETCBSVN
-	td.TEETCBSVN[1] = 2
-	_, err = v.Verify(context.Background(), quote(t, s, [64]byte{}, td))
-	wantReason(t, err, ReasonTCBUnsupported)
+	for _, mode := range modes {
+		v := pathVerifier(t, mode, s, nil, at, CheckFull)
+		// A TEE TCB SVN below every TCB level (microcode SVN 1 < 2).
+		td := s.DefaultTD()
+		td.TEETCBSVN = s.Platform().TEETCBSVN
+		td.TEETCBSVN[2] = 1
+		_, err := v.Verify(context.Background(), quote(t, s, [64]byte{}, td))
+		wantReason(t, err, ReasonTCBUnsupported)
+		// A TDX module SVN below the module identity's levels.
+		td.TEETCBSVN = s.Platform().TEETCBSVN
+		td.TEETCBSVN[0] = 4
+		_, err = v.Verify(context.Background(), quote(t, s, [64]byte{}, td))
+		wantReason(t, err, ReasonTCBUnsupported)
+		// A TDX module major version the TCB info does not know.
+		td.TEETCBSVN = s.Platform().TEETCBSVN
+		td.TEETCBSVN[1] = 2
+		_, err = v.Verify(context.Background(), quote(t, s, [64]byte{}, td))
+		wantReason(t, err, ReasonTCBUnsupported)
+		wantHits(t, mode, v)
+	}
 }
 
 func TestSimQEIdentityLevel(t *testing.T) {
@@ -506,8 +541,10 @@ func TestSimQEIdentityLevel(t *testing.T) {
 	p := tdxsim.DefaultPlatform()
 	p.QESVN = 3
 	old := newSim(t, tdxsim.Options{Platform: &p})
-	_, err := simVerifier(t, s, nil, simEpoch.Add(time.Hour), CheckFull).Verify(context.Background(), quote(t, old, [64]byte{}, old.DefaultTD()))
-	wantReason(t, err, ReasonTCBUnsupported)
+	for _, mode := range modes {
+		_, err := pathVerifier(t, mode, s, nil, simEpoch.Add(time.Hour), CheckFull).Verify(context.Background(), quote(t, old, [64]byte{}, old.DefaultTD()))
+		wantReason(t, err, ReasonTCBUnsupported)
+	}
 }
 
 func TestSimTCBInfoMismatch(t *testing.T) {
@@ -523,8 +560,10 @@ func TestSimTCBInfoMismatch(t *testing.T) {
 			m[collateral.Key{Kind: collateral.KindTCBInfo, Param: "00806f050000"}] = e
 		}
 	}
-	_, err := simVerifier(t, s, m, simEpoch.Add(time.Hour), CheckFull).Verify(context.Background(), quote(t, other, [64]byte{}, other.DefaultTD()))
-	wantReason(t, err, ReasonTCBInfoMismatch)
+	for _, mode := range modes {
+		_, err := pathVerifier(t, mode, other, m, simEpoch.Add(time.Hour), CheckFull).Verify(context.Background(), quote(t, other, [64]byte{}, other.DefaultTD()))
+		wantReason(t, err, ReasonTCBInfoMismatch)
+	}
 }
 
 func TestSimClock(t *testing.T) {
@@ -541,45 +580,51 @@ func TestSimClock(t *testing.T) {
 		{"after collateral nextUpdate, no CRLs", simEpoch.Add(tdxsim.DefaultCollateralValidity + time.Second), CheckNoCRL, ReasonCollateralExpired},
 		{"after certificates expired", simEpoch.Add(366 * 24 * time.Hour), CheckSignatureChain, ReasonCertificateExpired},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
-			_, err := simVerifier(t, s, nil, tc.at, tc.checks).Verify(context.Background(), q)
-			wantReason(t, err, tc.want)
-		})
+		for _, mode := range modes {
+			t.Run(tc.name+"/"+mode.String(), func(t *testing.T) {
+				_, err := pathVerifier(t, mode, s, nil, tc.at, tc.checks).Verify(context.Background(), q)
+				wantReason(t, err, tc.want)
+			})
+		}
 	}
 }
 
 // The broker's setup: collateral from a directory, offline.
 func TestSimOfflineDirectory(t *testing.T) {
 	s := newSim(t, tdxsim.Options{})
-	dir := t.TempDir()
-	if err := s.WriteCollateral(dir); err != nil {
-		t.Fatal(err)
-	}
 	q := quote(t, s, [64]byte{}, s.DefaultTD())
-	verifierAt := func(dir string, at time.Time) *Verifier {
-		g, err := collateral.New(collateral.Config{Dir: dir, Offline: true, Now: fixedClock(at)})
-		if err != nil {
+	for _, mode := range modes {
+		dir := t.TempDir()
+		if err := s.WriteCollateral(dir); err != nil {
 			t.Fatal(err)
 		}
-		return simVerifier(t, s, g, at, CheckFull)
+		verifierAt := func(dir string, at time.Time) *Verifier {
+			g, err := collateral.New(collateral.Config{Dir: dir, Offline: true, Now: fixedClock(at)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return pathVerifier(t, mode, s, g, at, CheckFull)
+		}
+		at := simEpoch.Add(time.Hour)
+		v := verifierAt(dir, at)
+		if _, err := v.Verify(context.Background(), q); err != nil {
+			t.Fatalf("%v: offline directory: %v", mode, err)
+		}
+		wantHits(t, mode, v)
+		start := time.Now()
+		_, err := verifierAt(t.TempDir(), at).Verify(context.Background(), q)
+		wantReason(t, err, ReasonCollateralMissing)
+		_, err = verifierAt(dir, simEpoch.Add(tdxsim.DefaultCollateralValidity+time.Minute)).Verify(context.Background(), q)
+		wantReason(t, err, ReasonCollateralExpired)
+		if d := time.Since(start); d > 2*time.Second {
+			t.Errorf("%v: offline failures took %v; they must be immediate", mode, d)
+		}
+		if err := os.Remove(filepath.Join(dir, "rootcrl.der")); err != nil {
+			t.Fatal(err)
+		}
+		_, err = verifierAt(dir, at).Verify(context.Background(), q)
+		wantReason(t, err, ReasonCollateralMissing)
 	}
-	at := simEpoch.Add(time.Hour)
-	if _, err := verifierAt(dir, at).Verify(context.Background(), q); err != nil {
-		t.Fatalf("offline directory: %v", err)
-	}
-	start := time.Now()
-	_, err := verifierAt(t.TempDir(), at).Verify(context.Background(), q)
-	wantReason(t, err, ReasonCollateralMissing)
-	_, err = verifierAt(dir, simEpoch.Add(tdxsim.DefaultCollateralValidity+time.Minute)).Verify(context.Background(), q)
-	wantReason(t, err, ReasonCollateralExpired)
-	if d := time.Since(start); d > 2*time.Second {
-		t.Errorf("offline failures took %v; they must be immediate", d)
-	}
-	if err := os.Remove(filepath.Join(dir, "rootcrl.der")); err != nil {
-		t.Fatal(err)
-	}
-	_, err = verifierAt(dir, at).Verify(context.Background(), q)
-	wantReason(t, err, ReasonCollateralMissing)
 }
 
 type failingSource struct{ err error }
@@ -603,13 +648,17 @@ func TestCollateralSourceErrors(t *testing.T) {
 		{context.DeadlineExceeded, ReasonCollateralUnavailable},
 		{errors.New("some source failure"), ReasonCollateralUnavailable},
 	} {
-		_, err := simVerifier(t, s, failingSource{tc.err}, at, CheckFull).Verify(context.Background(), q)
-		wantReason(t, err, tc.want)
+		for _, mode := range modes {
+			_, err := pathVerifier(t, mode, s, failingSource{tc.err}, at, CheckFull).Verify(context.Background(), q)
+			wantReason(t, err, tc.want)
+		}
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	_, err := simVerifier(t, s, nil, at, CheckFull).Verify(ctx, q)
-	wantReason(t, err, ReasonCanceled)
+	for _, mode := range modes {
+		_, err := pathVerifier(t, mode, s, nil, at, CheckFull).Verify(ctx, q)
+		wantReason(t, err, ReasonCanceled)
+	}
 }
 
 func TestNewConfig(t *testing.T) {
