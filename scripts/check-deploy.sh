@@ -9,7 +9,8 @@
 #    deploy/helm/<chart>/ci/*.yaml, and renders each into a temporary dir.
 # 2. The charts must refuse values that would break the broker.
 # 3. deploy/examples/vllm.yaml must equal the example chart's default rendering.
-# 4. deploy/spire/entries.sh must parse and print its four registrations.
+# 4. deploy/spire/entries.sh must parse and print its four registrations;
+#    the shell scripts are linted with shellcheck if it is installed.
 # 5. The Go tests in deploy/validate (a separate module) decode every
 #    rendered and example object strictly into its k8s.io/api type and check
 #    the security settings, the SPIRE registrations and the Dockerfiles.
@@ -89,8 +90,17 @@ fi
 bash -n deploy/spire/entries.sh
 got="$(DRY_RUN=1 deploy/spire/entries.sh | grep -c ' entry create ')"
 [[ "$got" == 4 ]] || fail "deploy/spire/entries.sh printed $got entry create commands, want 4"
+# Shell scripts, when shellcheck is installed (CI machines may not have it:
+# then this step is skipped, not failed). scripts/fuzz-smoke.sh is not listed
+# yet: it has an SC2013 finding.
+scripts=(deploy/spire/entries.sh scripts/check-deploy.sh scripts/install-helm.sh
+	scripts/demo.sh scripts/lib/broker.sh scripts/bench.sh scripts/bench-loader.sh scripts/bench-release.sh
+	scripts/spire/*.sh)
 if command -v shellcheck >/dev/null 2>&1; then
-	shellcheck deploy/spire/entries.sh scripts/check-deploy.sh scripts/install-helm.sh
+	shellcheck -x "${scripts[@]}"
+	echo "check-deploy: shellcheck: ${#scripts[@]} scripts" >&2
+else
+	echo "check-deploy: shellcheck is not installed; skipping the lint of ${#scripts[@]} shell scripts" >&2
 fi
 
 cd deploy/validate
