@@ -38,6 +38,33 @@
 //     whose Claims are set, so a policy that explicitly accepts that status
 //     can still proceed. Nothing else ever returns claims with an error.
 //
+// # Caching
+//
+// All but the per-quote part of that verification depends only on the
+// platform's PCK certificate chain, the collateral and the time. A Verifier
+// therefore remembers, per PCK chain (SHA-256 of its exact bytes), the
+// collateral set with which go-tdx-guest last fully verified a quote from
+// it: the SHA-256 of the chain and of every collateral response go-tdx-guest
+// fetched (URL, headers, body, in its order), the parsed TCB info and QE
+// identity, and a validity window (latest NotBefore / issue date, earliest
+// NotAfter / nextUpdate over every certificate, CRL and collateral
+// document involved and the trusted roots). A later quote takes the cached
+// path only if its chain bytes match, the clock is inside the window, and
+// the collateral source now serves byte-identical collateral for the same
+// URLs (fetched on every call, so a new CRL or TCB info is a miss). The
+// cached path still runs go-tdx-guest on the quote (quote signature, QE
+// report signature and report data, PCK chain to a trusted root: 7 of the
+// 19 ECDSA verifications) and then repeats go-tdx-guest's per-quote
+// collateral checks (FMSPC, PCE-ID, MRSIGNERSEAM, SEAM attributes, TD TCB
+// level and TDX module level and their status; QE report MISCSELECT,
+// attributes, MRSIGNER, ISVPRODID and QE TCB level) on the cached, already
+// verified collateral. Results, reasons and claims are the same as
+// without the cache (tests run every simulator case both ways, and a
+// differential test and fuzz target compare the two paths on validly
+// signed quotes and collateral with arbitrary field values). The cache
+// holds at most 256 platforms and is cleared when full.
+// Config.DisableCache turns it off.
+//
 // It does not use go-tdx-guest's validate package: policy (measurements,
 // DEBUG, REPORTDATA, minimum TEE TCB SVN, accepted TCB statuses) is the
 // caller's. Note for callers that do: validate allows DEBUG TDs by default,

@@ -167,6 +167,12 @@ func TestRealQuoteIntelCollateral(t *testing.T) {
 	}
 	_, err = v.Verify(context.Background(), q)
 	wantReason(t, err, ReasonTCBUnsupported)
+	// Again, through the cached path (Intel's collateral verified above).
+	_, err = v.Verify(context.Background(), q)
+	wantReason(t, err, ReasonTCBUnsupported)
+	if v.coll.hits.Load() != 1 {
+		t.Error("the second verification of the real quote did not take the cached path")
+	}
 
 	// Ten days later the QE identity and PCK CRL are past nextUpdate.
 	later := realQuoteTime.Add(10 * 24 * time.Hour)
