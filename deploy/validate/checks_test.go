@@ -194,6 +194,7 @@ func TestDockerfileChecksFail(t *testing.T) {
 		{"root user", "USER 65532:65532\n", "USER root\n", "USER 65532:65532"},
 		{"missing cmd", "./cmd/kbs\n", "./cmd/nope\n", "./cmd/nope has no Go files"},
 		{"missing copy source", "COPY go.mod go.sum ./\n", "COPY go.mod go.sum vendor.txt ./\n", `"vendor.txt" does not exist`},
+		{"copy source outside the context", "COPY go.mod go.sum ./\n", "COPY go.mod ../../go.sum ./\n", `"../../go.sum" leaves the build context`},
 		{"cgo", "CGO_ENABLED=0 ", "", "CGO_ENABLED=0"},
 		{"shell entrypoint", `ENTRYPOINT ["/kbs"]`, "ENTRYPOINT /kbs", "exec form"},
 		{"run in final", "USER 65532:65532\n", "RUN true\nUSER 65532:65532\n", "no RUN"},

@@ -154,6 +154,14 @@ func CheckDockerfile(name string, data []byte, root string) error {
 					bad(in.Line, "%v", err)
 				}
 				for _, src := range srcs {
+					// A source is relative to the context even with a
+					// leading "/"; one that climbs out with ".." is refused
+					// rather than globbed on the host (which is slow and
+					// answers for the wrong filesystem).
+					if rel := strings.TrimLeft(src, "/"); rel != "" && !filepath.IsLocal(filepath.FromSlash(rel)) {
+						bad(in.Line, "COPY source %q leaves the build context", src)
+						continue
+					}
 					if m, _ := filepath.Glob(filepath.Join(root, filepath.FromSlash(src))); len(m) == 0 {
 						bad(in.Line, "COPY source %q does not exist in the build context", src)
 					}
