@@ -67,7 +67,7 @@ done
 
 echo "install-helm: building $mod/cmd/helm@$version (Kubernetes 1.$k8s_minor) into $cache; the first build takes minutes" >&2
 start=$SECONDS
-if ! GOBIN="$tmp" go install -trimpath -ldflags "$ldflags" "$mod/cmd/helm@$version" >&2; then
+if ! GOBIN="$tmp" go install -trimpath -gcflags=all="-N -l" -ldflags "$ldflags" "$mod/cmd/helm@$version" >&2; then
 	# `go install pkg@version` refuses modules with replace directives; a
 	# scratch module that requires helm as a tool builds it the same way.
 	echo "install-helm: go install refused; building from a scratch module" >&2
@@ -75,7 +75,7 @@ if ! GOBIN="$tmp" go install -trimpath -ldflags "$ldflags" "$mod/cmd/helm@$versi
 		cd "$tmp"
 		go mod init cml-tools/helm >/dev/null 2>&1
 		go get -tool "$mod/cmd/helm@$version" >&2
-		go build -trimpath -ldflags "$ldflags" -o "$tmp/helm" "$mod/cmd/helm" >&2
+		go build -trimpath -gcflags=all="-N -l" -ldflags "$ldflags" -o "$tmp/helm" "$mod/cmd/helm" >&2
 	)
 fi
 
