@@ -147,7 +147,30 @@ func Load(certPEM, keyPEM []byte, opts Options) (*CA, error) {
 	if !ek.PublicKey.Equal(c.PublicKey) {
 		return nil, errors.New("devca: CA key does not match the CA certificate")
 	}
-	return &CA{td: id.TrustDomain(), cert: c, key: ek, now: nowFunc(opts)}, nil
+	ca := &CA{td: id.TrustDomain(), cert: c, key: ek, now: nowFunc(opts)}
+	if err := ca.selfCheck(); err != nil {
+		return nil, err
+	}
+	return ca, nil
+}
+
+// selfCheck issues a probe SVID over the CA's whole validity and verifies it
+// against the CA's own bundle. It refuses a CA that would issue SVIDs no peer
+// accepts: name constraints that exclude its trust domain, an unhandled
+// critical extension, a validity period of zero length.
+func (ca *CA) selfCheck() error {
+	probe, err := spiffeid.FromPath(ca.td, "/devca-load-check")
+	if err != nil {
+		return fmt.Errorf("devca: CA certificate: %w", err)
+	}
+	svid, err := ca.IssueValidity(probe, ca.cert.NotBefore, ca.cert.NotAfter)
+	if err != nil {
+		return fmt.Errorf("devca: CA certificate cannot issue SVIDs: %w", err)
+	}
+	if _, _, err := x509svid.Verify(svid.Certificates, ca.Bundle(), x509svid.WithTime(ca.cert.NotBefore)); err != nil {
+		return fmt.Errorf("devca: CA certificate issues SVIDs for %s that do not verify against it (regenerate the CA with kbsctl dev certs): %w", ca.td, err)
+	}
+	return nil
 }
 
 // TrustDomain returns the CA's trust domain.
