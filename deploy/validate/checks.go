@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"path"
 	"slices"
+	"strconv"
 	"strings"
 	"text/template"
 
@@ -192,6 +193,7 @@ func CheckBroker(s *appsv1.StatefulSet) error {
 			}
 		}
 	}
+	checkChallengeLimits(c.Args, bad)
 	if !slices.ContainsFunc(s.Spec.VolumeClaimTemplates, func(p corev1.PersistentVolumeClaim) bool { return p.Name == "data" }) {
 		bad("no volumeClaimTemplate named data")
 	}
@@ -228,6 +230,35 @@ func CheckBroker(s *appsv1.StatefulSet) error {
 		}
 	}
 	return joinErrors(errs)
+}
+
+// maxChallengesCeiling is kbs serve's upper bound on --max-challenges.
+const maxChallengesCeiling = 1_000_000
+
+// checkChallengeLimits reports, through bad, a kbs serve command line that
+// does not bound the outstanding challenges explicitly or that kbs would
+// refuse: both --max-challenges-per-caller and --max-challenges must be
+// integers in [1, maxChallengesCeiling], the first at most the second.
+func checkChallengeLimits(args []string, bad func(format string, args ...any)) {
+	vals := map[string]int64{}
+	for _, f := range []string{"--max-challenges-per-caller", "--max-challenges"} {
+		v := flagValue(args, f)
+		if v == "" {
+			bad("kbs is not given %s", f)
+			continue
+		}
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n < 1 || n > maxChallengesCeiling {
+			bad("kbs %s=%s is not an integer in [1, %d]", f, v, maxChallengesCeiling)
+			continue
+		}
+		vals[f] = n
+	}
+	perCaller, okP := vals["--max-challenges-per-caller"]
+	total, okT := vals["--max-challenges"]
+	if okP && okT && perCaller > total {
+		bad("kbs --max-challenges-per-caller=%d exceeds --max-challenges=%d", perCaller, total)
+	}
 }
 
 // IsLoader reports whether c is the cml-loader container.

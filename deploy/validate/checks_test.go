@@ -121,6 +121,10 @@ func TestBrokerChecksFail(t *testing.T) {
 		{"init on another dir", base, "            - --data-dir=/var/lib/kbs/data\n            - --exist-ok\n", "            - --data-dir=/var/lib/kbs\n            - --exist-ok\n", "disagree on --data-dir"},
 		{"init on another kek file", kekFile, "            - --kek-file=/etc/kbs/kek/kek\n            - --exist-ok\n", "            - --kek-file=/etc/kbs/kek/other\n            - --exist-ok\n", "disagree on --kek-file"},
 		{"no requests", base, "            requests:\n              cpu: 100m\n", "            requests:\n", "no cpu request"},
+		{"no challenge bound", base, "            - --max-challenges=100000\n", "", "not given --max-challenges"},
+		{"challenge bound too high", base, "            - --max-challenges=100000\n", "            - --max-challenges=1000001\n", "not an integer in [1, 1000000]"},
+		{"challenge bound not a number", base, "            - --max-challenges-per-caller=16\n", "            - --max-challenges-per-caller=1e3\n", "not an integer"},
+		{"per-caller above total", base, "            - --max-challenges=100000\n", "            - --max-challenges=8\n", "exceeds --max-challenges=8"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -261,6 +265,44 @@ func TestBrokerKEKFromEnvMustBeSecretRef(t *testing.T) {
 					t.Errorf("%s: got %v", name, err)
 				}
 			}
+		}
+	}
+}
+
+// TestBrokerChallengeLimitsFromValues checks that the chart's challenges.*
+// values reach kbs serve's command line: the default rendering carries
+// kbs's own defaults and ci/challenge-limits.yaml its non-default values.
+func TestBrokerChallengeLimitsFromValues(t *testing.T) {
+	dir := os.Getenv(renderedEnv)
+	if dir == "" {
+		t.Skipf("%s is unset: run scripts/check-deploy.sh", renderedEnv)
+	}
+	for values, want := range map[string][2]string{
+		"default":          {"16", "100000"},
+		"challenge-limits": {"1000", "1000000"},
+	} {
+		objs := decodeFile(t, filepath.Join(dir, "cml--"+values+".yaml"))
+		found := false
+		for _, o := range objs {
+			s, ok := o.Value.(*appsv1.StatefulSet)
+			if !ok {
+				continue
+			}
+			found = true
+			for _, c := range s.Spec.Template.Spec.Containers {
+				if c.Name != "kbs" {
+					continue
+				}
+				if got := flagValue(c.Args, "--max-challenges-per-caller"); got != want[0] {
+					t.Errorf("%s: --max-challenges-per-caller=%q, want %q", values, got, want[0])
+				}
+				if got := flagValue(c.Args, "--max-challenges"); got != want[1] {
+					t.Errorf("%s: --max-challenges=%q, want %q", values, got, want[1])
+				}
+			}
+		}
+		if !found {
+			t.Errorf("%s: no StatefulSet rendered", values)
 		}
 	}
 }

@@ -82,6 +82,9 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- else if ne $mode "pcs" }}
 {{- fail (printf "collateral.mode must be pcs, pccs or dir, not %q" $mode) }}
 {{- end }}
+{{- if gt (int64 .Values.challenges.maxPerCaller) (int64 .Values.challenges.max) }}
+{{- fail (printf "challenges.maxPerCaller (%d) must not exceed challenges.max (%d): kbs refuses it" (int64 .Values.challenges.maxPerCaller) (int64 .Values.challenges.max)) }}
+{{- end }}
 {{- if not (has .Values.spire.socketVolume (list "csi" "hostPath")) }}
 {{- fail (printf "spire.socketVolume must be csi or hostPath, not %q" .Values.spire.socketVolume) }}
 {{- end }}
