@@ -152,29 +152,46 @@ func (m *modelError) Unwrap() error { return m.err }
 func explainModelError(op, path string, err error) error {
 	hint := ""
 	refused := true
+	var ee *emdl.Error
+	reason := ""
+	if errors.As(err, &ee) {
+		reason = ee.Reason
+	}
 	switch {
 	case errors.Is(err, emdl.ErrWrongKey):
-		hint = "pass the right --key-file ('kbsctl model inspect DIR' shows the key id and version the model needs)"
+		hint = fmt.Sprintf("pass the right --key-file ('kbsctl model inspect %s' shows the key id and version the model needs)", path)
 	case errors.Is(err, emdl.ErrKeyMismatch):
-		hint = "check --key-id and --key-version against 'kbsctl model inspect DIR'"
+		hint = fmt.Sprintf("check --key-id and --key-version against 'kbsctl model inspect %s'", path)
+	case errors.Is(err, emdl.ErrTampered) && reason == plaintextHashReason:
+		// Every chunk authenticated under the key, so the file is what the
+		// encryptor wrote; the manifest, authenticated too, holds a hash the
+		// encryptor got wrong. Not tampering: nothing without the key can
+		// produce either.
+		hint = "every chunk of this file authenticated, so it was not modified after encryption: the encryptor recorded a wrong hash in the manifest " +
+			"(an encryptor bug, or a manifest written by another tool); re-encrypt the model from its original plaintext with 'kbsctl model encrypt' " +
+			"and report it if kbsctl wrote this model (--skip-plaintext-hash decrypts it without this check)"
+	case errors.Is(err, emdl.ErrTampered) && strings.Contains(reason, "belongs to another model"):
+		hint = "the file was copied in from another encrypted model; copy this model again from a trusted copy"
 	case errors.Is(err, emdl.ErrTampered):
-		hint = "the model was modified after it was encrypted; restore it from a trusted copy"
+		hint = "the model was modified after it was encrypted (tampering, or corruption in storage or in a copy); restore it from a trusted copy"
 	case errors.Is(err, emdl.ErrTruncated):
 		hint = "the file is shorter than when it was encrypted (an interrupted copy?); copy the model again"
 	case errors.Is(err, emdl.ErrExtended):
 		hint = "data was added to the file after it was encrypted; restore the model from a trusted copy"
+	case errors.Is(err, emdl.ErrUnsupported) && op == "encrypt":
+		hint = "the input exceeds a limit of the EMDL v1 format; leave out files the model does not need"
 	case errors.Is(err, emdl.ErrUnsupported):
-		hint = "the model needs a newer kbsctl, or re-encrypt it"
+		hint = "the model uses a format version, suite or limit this kbsctl does not know; decrypt it with a newer kbsctl, or re-encrypt it"
 	case errors.Is(err, emdl.ErrUnsafePath) && op == "encrypt":
 		hint = "--in must hold only regular files and directories, and --out must be outside --in"
 	case errors.Is(err, emdl.ErrUnsafePath):
-		hint = "the model is refused; re-encrypt it from a trusted source"
+		hint = "the model is refused: a model directory holds only the regular files 'kbsctl model encrypt' wrote; replace links and special files with plain copies, or restore the model from a trusted copy"
 	case errors.Is(err, emdl.ErrNotInManifest):
 		hint = "remove the stray file, or restore the model from a trusted copy"
 	case errors.Is(err, emdl.ErrMissingFile) && isManifestError(err):
 		hint = "is this a model directory written by 'kbsctl model encrypt'? If it was one, restore it from a trusted copy"
 	case errors.Is(err, emdl.ErrMissingFile):
-		hint = "copy the model again"
+		hint = "copy the model again (the manifest lists this file, so the copy is incomplete)"
 	case errors.Is(err, emdl.ErrOutputExists) && op == "encrypt":
 		refused, hint = false, "choose an --out that does not exist or is an empty directory"
 	case errors.Is(err, emdl.ErrOutputExists):
@@ -192,6 +209,11 @@ func explainModelError(op, path string, err error) error {
 	}
 	return out
 }
+
+// plaintextHashReason is emdl's Reason for a file whose chunks all
+// authenticated but whose plaintext SHA-256 is not the manifest's
+// (TestExplainModelErrorInconsistentHash checks it against a real one).
+const plaintextHashReason = "plaintext SHA-256 does not match the manifest"
 
 func isManifestError(err error) bool {
 	var ee *emdl.Error
