@@ -33,12 +33,12 @@ func TestAdminDestroyVersion(t *testing.T) {
 
 	// The primary (version 2) is refused, and nothing changes.
 	_, err := a.DestroyKey(ctx, &kbsv1.DestroyKeyRequest{KeyId: "m", Version: 2})
-	d := wantDenied(t, err, codes.InvalidArgument, "invalid_argument")
-	if msg := status.Convert(err).Message(); !strings.Contains(msg, "primary") || !strings.Contains(msg, "rotate") {
+	d := wantDenied(t, err, codes.FailedPrecondition, "primary_version")
+	if msg := status.Convert(err).Message(); !strings.Contains(msg, "primary") || !strings.Contains(msg, "rotate") || !strings.Contains(msg, "then destroy version 2") {
 		t.Errorf("refusal message %q does not say the version is primary and to rotate first", msg)
 	}
 	if rec := e.recordFor(d.GetRequestId()); rec.Operation != "DestroyKey" || rec.Decision != audit.Deny ||
-		rec.KeyVersion != 2 || len(rec.Reasons) != 1 || rec.Reasons[0] != "invalid_argument" {
+		rec.KeyVersion != 2 || len(rec.Reasons) != 1 || rec.Reasons[0] != "primary_version" {
 		t.Errorf("refusal audit record = %+v", rec)
 	}
 	if got := e.dek("m", 2); !bytes.Equal(got, dek2) {

@@ -86,13 +86,25 @@ func (c *keyDestroy) run(ctx context.Context, e *env, args []string) error {
 	defer cancel()
 	resp, err := kc.Admin().DestroyKey(cctx, &kbsv1.DestroyKeyRequest{KeyId: id, Version: version, WholeKey: version == 0})
 	if err != nil {
-		return kc.explain(ctx, "key destroy "+id+versionSuffix(version), err, keyHint)
+		return kc.explain(ctx, "key destroy "+id+versionSuffix(version), err, func(reason string) string {
+			return destroyHint(reason, id, version)
+		})
 	}
 	if c.json {
 		return printJSON(e.stdout, resp.GetKey())
 	}
 	fmt.Fprintf(e.stdout, "destroyed %s: the key bytes are erased; the metadata stays as a tombstone\n", sanitize(what))
 	return nil
+}
+
+// destroyHint is keyHint plus the fix for destroying a primary version:
+// the commands that rotate first and then destroy that version.
+func destroyHint(reason, id string, version uint32) string {
+	if reason == "primary_version" {
+		return fmt.Sprintf("run 'kbsctl key rotate %s', then 'kbsctl key destroy %s --version %d' again; 'kbsctl key destroy %s' destroys the whole key",
+			sanitize(id), sanitize(id), version, sanitize(id))
+	}
+	return keyHint(reason)
 }
 
 // maxConfirmLine bounds the confirmation line read from the terminal.

@@ -53,6 +53,12 @@ func TestKeyDestroyRefusals(t *testing.T) {
 		{"admin", []string{"key", "destroy", "k"}, exitUsage, "refusing to destroy every version of key k without --yes when stdin is not a terminal"},
 		{"admin", []string{"key", "destroy", "missing", "--yes"}, exitFailure, "key destroy missing: no such key (key_not_found"},
 		{"loader", []string{"key", "destroy", "k", "--yes"}, exitRefused, "key destroy k: denied by the key broker: not authorized (not_authorized"},
+		// The primary version alone: the broker's reason, and the commands
+		// that do what was meant.
+		{"admin", []string{"key", "destroy", "k", "--version", "1", "--yes"}, exitFailure,
+			"key destroy k --version 1: version 1 is the primary version of key \"k\": rotate the key first (a new version becomes primary), then destroy version 1; or destroy the whole key (primary_version, request id "},
+		{"admin", []string{"key", "destroy", "k", "--version", "1", "--yes"}, exitFailure,
+			"); run 'kbsctl key rotate k', then 'kbsctl key destroy k --version 1' again; 'kbsctl key destroy k' destroys the whole key\n"},
 	})
 	// A terminal where something else is typed, or nothing.
 	for _, typed := range []string{"K\n", "k \n", "", "kk\n"} {

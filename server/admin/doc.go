@@ -34,8 +34,9 @@
 //     clears the request's key bytes once stored.
 //   - DestroyKey erases one version (store.DestroyVersion) or, with
 //     whole_key, the key (store.DestroyKey); both are idempotent. The
-//     primary version cannot be destroyed alone: InvalidArgument, whose
-//     message says to rotate first or destroy the whole key.
+//     primary version cannot be destroyed alone: FailedPrecondition with
+//     reason primary_version, whose message says to rotate first, then
+//     destroy that version, or to destroy the whole key.
 //   - List RPCs page with opaque tokens (base64url of the listing kind and
 //     position) and return an empty next_page_token on the last page.
 //

@@ -3,6 +3,7 @@ package admin
 import (
 	"context"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"strings"
 
@@ -272,12 +273,20 @@ func (s *Service) setState(ctx context.Context, e *audit.Entry, id string, versi
 
 // DestroyKey erases one version or the whole key (crypto-shredding) and
 // keeps the metadata as a tombstone. The primary version cannot be destroyed
-// alone (InvalidArgument, with a message saying to rotate first or destroy
-// the whole key). Destroying what is already destroyed succeeds.
+// alone (FailedPrecondition, reason primary_version, with a message saying
+// to rotate first, then destroy the version, or to destroy the whole key).
+// Destroying what is already destroyed succeeds.
 func (s *Service) DestroyKey(ctx context.Context, req *kbsv1.DestroyKeyRequest) (*kbsv1.DestroyKeyResponse, error) {
 	var out *kbsv1.DestroyKeyResponse
 	err := s.call(ctx, "DestroyKey", req.GetKeyId(), func(e *audit.Entry) error {
 		k, err := s.setState(ctx, e, req.GetKeyId(), req.GetVersion(), req.GetWholeKey(), s.cfg.Store.DestroyKey, s.cfg.Store.DestroyVersion)
+		if errors.Is(err, store.ErrPrimaryVersion) {
+			v := req.GetVersion()
+			return &rpcstatus.Error{
+				Code: codes.FailedPrecondition, Reason: rpcstatus.ReasonPrimaryVersion, Err: err,
+				Message: fmt.Sprintf("version %d is the primary version of key %q: rotate the key first (a new version becomes primary), then destroy version %d; or destroy the whole key", v, req.GetKeyId(), v),
+			}
+		}
 		if err != nil {
 			return err
 		}

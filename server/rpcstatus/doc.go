@@ -35,8 +35,9 @@
 // identity.ErrNoPeerID → Unauthenticated, store.ErrKeyNotFound,
 // ErrVersionNotFound, ErrPolicyNotFound → NotFound, ErrKeyExists →
 // AlreadyExists, ErrKeyDestroyed and ErrKeyDisabled → FailedPrecondition,
-// ErrInvalidArgument and ErrPrimaryVersion → InvalidArgument (with the
-// keystore's message, which names only the caller's input), anything else
+// ErrInvalidArgument → InvalidArgument and ErrPrimaryVersion →
+// FailedPrecondition with reason primary_version (ReasonPrimaryVersion), both
+// with the keystore's message, which names only the caller's input; anything else
 // → Internal (reason "internal"). The key release service never relies on
 // this mapping: it turns every failure into PermissionDenied itself, so a
 // workload cannot tell a missing key from a refused one by the code.

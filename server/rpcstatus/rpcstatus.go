@@ -24,6 +24,13 @@ import (
 // every call, successful or not.
 const RequestIDHeader = "cml-request-id"
 
+// ReasonPrimaryVersion is the reason code of DestroyKey refusing a key's
+// primary version alone (FailedPrecondition): the key would have no version
+// for new encryptions. The fix is to rotate first (a new version becomes
+// primary), then destroy the old one, or to destroy the whole key. Its
+// message names the version.
+const ReasonPrimaryVersion = "primary_version"
+
 // Error is an error on its way to becoming a gRPC status: the code, the
 // stable reason code, an optional message that is safe to show the caller,
 // and the inner error, which only the log sees.
@@ -98,12 +105,15 @@ func Classify(err error) *Error {
 		return New(codes.FailedPrecondition, policy.ReasonKeyDestroyed, err)
 	case errors.Is(err, store.ErrKeyDisabled):
 		return New(codes.FailedPrecondition, policy.ReasonKeyDisabled, err)
-	case errors.Is(err, store.ErrInvalidArgument), errors.Is(err, store.ErrPrimaryVersion):
+	case errors.Is(err, store.ErrInvalidArgument):
 		// The keystore's validation messages name the caller's input (key
 		// id, label, sizes) and never key material, so the admin sees them.
-		// Destroying the primary version alone is refused the same way: the
-		// message says what to do instead (rotate, or destroy the key).
 		return &Error{Code: codes.InvalidArgument, Reason: policy.ReasonInvalidArgument, Message: err.Error(), Err: err}
+	case errors.Is(err, store.ErrPrimaryVersion):
+		// The request is well-formed; the key's state (which version is
+		// primary) forbids it. The message names the key and version and
+		// says what to do instead (rotate, or destroy the key).
+		return &Error{Code: codes.FailedPrecondition, Reason: ReasonPrimaryVersion, Message: err.Error(), Err: err}
 	}
 	return New(codes.Internal, policy.ReasonInternal, err)
 }

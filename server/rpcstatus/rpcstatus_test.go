@@ -40,7 +40,7 @@ func TestClassify(t *testing.T) {
 		{store.ErrKeyDestroyed, codes.FailedPrecondition, "key_destroyed"},
 		{store.ErrKeyDisabled, codes.FailedPrecondition, "key_disabled"},
 		{store.ErrInvalidArgument, codes.InvalidArgument, "invalid_argument"},
-		{fmt.Errorf("%w: version 2 of key \"k\" is primary", store.ErrPrimaryVersion), codes.InvalidArgument, "invalid_argument"},
+		{fmt.Errorf("%w: version 2 of key \"k\" is primary", store.ErrPrimaryVersion), codes.FailedPrecondition, "primary_version"},
 		{store.ErrCorrupt, codes.Internal, "internal"},
 		{audit.ErrInvalid, codes.Internal, "internal"},
 		{errors.New("anything"), codes.Internal, "internal"},

@@ -115,9 +115,10 @@ type AdminServiceClient interface {
 	// whole key.
 	//
 	// Who may call: admin. Errors: INVALID_ARGUMENT "invalid_argument"
-	// (neither or both of version and whole_key; or version is the primary
-	// version: the message says to rotate first or destroy the whole key),
-	// NOT_FOUND "key_not_found" or "key_version_not_found".
+	// (neither or both of version and whole_key), FAILED_PRECONDITION
+	// "primary_version" (version is the primary version: the message says to
+	// rotate the key first, then destroy that version, or to destroy the
+	// whole key), NOT_FOUND "key_not_found" or "key_version_not_found".
 	DestroyKey(ctx context.Context, in *DestroyKeyRequest, opts ...grpc.CallOption) (*DestroyKeyResponse, error)
 	// PutPolicy stores a new version of a key's release policy, which applies
 	// to every release from then on. The server validates it first (see
@@ -407,9 +408,10 @@ type AdminServiceServer interface {
 	// whole key.
 	//
 	// Who may call: admin. Errors: INVALID_ARGUMENT "invalid_argument"
-	// (neither or both of version and whole_key; or version is the primary
-	// version: the message says to rotate first or destroy the whole key),
-	// NOT_FOUND "key_not_found" or "key_version_not_found".
+	// (neither or both of version and whole_key), FAILED_PRECONDITION
+	// "primary_version" (version is the primary version: the message says to
+	// rotate the key first, then destroy that version, or to destroy the
+	// whole key), NOT_FOUND "key_not_found" or "key_version_not_found".
 	DestroyKey(context.Context, *DestroyKeyRequest) (*DestroyKeyResponse, error)
 	// PutPolicy stores a new version of a key's release policy, which applies
 	// to every release from then on. The server validates it first (see
