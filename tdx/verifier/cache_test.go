@@ -1,7 +1,11 @@
 package verifier
 
 import (
+	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/sha256"
 	"crypto/x509"
 	"errors"
@@ -11,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-tdx-guest/abi"
 	pb "github.com/google/go-tdx-guest/proto/tdx"
 
 	"github.com/cml-project/cml/tdx/collateral"
@@ -495,4 +500,119 @@ func TestCacheConcurrent(t *testing.T) {
 	if v.coll.hits.Load() == 0 || v.coll.misses.Load() == 0 {
 		t.Errorf("hits %d, misses %d: both paths should have run", v.coll.hits.Load(), v.coll.misses.Load())
 	}
+}
+
+// signatureEdits break the per-quote signatures and bindings that the
+// cached path checks itself (checkQuoteSignatures) instead of running
+// go-tdx-guest: each is applied to a validly signed quote's bytes.
+func signatureEdits(t testing.TB, f *forger) map[string][]byte {
+	good := f.quote(t, [64]byte{7}, nil)
+	other, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Another attestation key that validly signs header and body, but
+	// which the QE report does not bind.
+	swapped := func() []byte {
+		a, err := abi.QuoteToProto(good)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := a.(*pb.QuoteV4)
+		pub, err := other.PublicKey.Bytes()
+		if err != nil {
+			t.Fatal(err)
+		}
+		p.SignedData.EcdsaAttestationKey = pub[1:]
+		hb, _ := abi.HeaderToAbiBytes(p.Header)
+		bb, _ := abi.TdQuoteBodyToAbiBytes(p.TdQuoteBody)
+		p.SignedData.Signature = signRS(t, other, append(hb, bb...))
+		out, err := abi.QuoteToAbiBytes(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}()
+	notOnCurve := bytes.Clone(good)
+	for i := range 64 {
+		notOnCurve[offAttKey+i] = 1
+	}
+	return map[string][]byte{
+		"good":                         good,
+		"header byte":                  flip(good, 8),
+		"body mrtd":                    flip(good, offMRTD),
+		"body report data":             flip(good, offReportData+63),
+		"quote signature r":            flip(good, offQuoteSig),
+		"quote signature s":            flip(good, offQuoteSig+63),
+		"attestation key":              flip(good, offAttKey+5),
+		"attestation key not on curve": notOnCurve,
+		"qe report cpusvn":             flip(good, offQEReport),
+		"qe report data":               flip(good, offQEReport+0x140),
+		"qe report data padding":       flip(good, offQEReport+0x17F),
+		"qe report signature":          flip(good, offQEReportSig+10),
+		"qe auth data":                 flip(good, offQEAuthData+3),
+		"other attestation key":        swapped,
+	}
+}
+
+// TestCachedPathSignaturesMatchFull: quotes whose signatures or QE report
+// binding are broken take the cached path (their PCK chain is the cached
+// one) and must fail exactly as go-tdx-guest's full path fails them.
+func TestCachedPathSignaturesMatchFull(t *testing.T) {
+	f := newForger(t, tdxsim.Options{})
+	at := simEpoch.Add(time.Hour)
+	src := f.collateralWith()
+	coldV, warmV := coldVerifier(t, f, src, at), warmVerifier(t, f, src, at)
+	reasons := map[Reason]int{}
+	for name, q := range signatureEdits(t, f) {
+		hits := warmV.coll.hits.Load()
+		c1, err1 := coldV.Verify(context.Background(), q)
+		c2, err2 := warmV.Verify(context.Background(), q)
+		sameResult(t, name, c1, err1, c2, err2)
+		if warmV.coll.hits.Load() != hits+1 {
+			t.Fatalf("%s: warm verifier did not take the cached path (cold: %v)", name, err1)
+		}
+		if (name == "good") != (err1 == nil) {
+			t.Errorf("%s: %v", name, err1)
+		}
+		if err1 == nil {
+			reasons["ok"]++
+		} else {
+			reasons[ReasonOf(err1)]++
+		}
+	}
+	t.Logf("outcomes: %v", reasons)
+	for _, r := range []Reason{ReasonQuoteSignatureInvalid, ReasonQEReportSignatureInvalid, ReasonQEReportDataMismatch} {
+		if reasons[r] == 0 {
+			t.Errorf("no case ended with %s", r)
+		}
+	}
+}
+
+// FuzzCachedPathSignatures flips arbitrary bits of a validly signed quote
+// outside the PCK chain (so the warm verifier takes the cached path
+// whenever the layout still parses): the cold and warm verifiers must
+// agree on every input.
+func FuzzCachedPathSignatures(f *testing.F) {
+	fg := newForger(f, tdxsim.Options{})
+	at := simEpoch.Add(time.Hour)
+	src := fg.collateralWith()
+	coldV, warmV := coldVerifier(f, fg, src, at), warmVerifier(f, fg, src, at)
+	good := fg.quote(f, [64]byte{7}, nil)
+	f.Add(uint16(0), byte(0), uint16(0), byte(0))
+	f.Add(uint16(offQuoteSig), byte(1), uint16(offQEReportSig+1), byte(0x80))
+	f.Add(uint16(offQEReport+0x140), byte(4), uint16(offQEAuthData), byte(1))
+	f.Add(uint16(offAttKey), byte(0xff), uint16(8), byte(2))
+	f.Fuzz(func(t *testing.T, off1 uint16, x1 byte, off2 uint16, x2 byte) {
+		q := bytes.Clone(good)
+		for _, e := range []struct {
+			off uint16
+			x   byte
+		}{{off1, x1}, {off2, x2}} {
+			q[int(e.off)%offPCKChain] ^= e.x
+		}
+		c1, err1 := coldV.Verify(context.Background(), q)
+		c2, err2 := warmV.Verify(context.Background(), q)
+		sameResult(t, "fuzz", c1, err1, c2, err2)
+	})
 }

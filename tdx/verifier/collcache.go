@@ -35,9 +35,12 @@ import (
 // So a later quote with the same PCK chain bytes, verified while the
 // collateral source serves byte-identical collateral for the same URLs,
 // at a time inside the window, needs only the per-quote checks: the quote
-// signature, the QE report signature and report data binding, the PCK
-// chain (go-tdx-guest without collateral), and the matching of the quote
-// against the collateral (replayQuoteMatch).
+// signature, the QE report signature (by the cached, verified PCK leaf)
+// and report data binding (checkQuoteSignatures), and the matching of the
+// quote against the collateral (replayQuoteMatch). The PCK chain's own
+// checks (signatures to a trusted root, names, validity, revocation) are
+// functions of the chain bytes, the roots, the CRL bytes and the time, so
+// they are not repeated.
 //
 // Bounded: cleared when it reaches maxCollateralEntries (one entry per
 // platform PCK certificate). Entries are immutable once stored.
@@ -60,6 +63,9 @@ type verifiedSet struct {
 	// collateral document involved, and of the trusted roots.
 	notBefore, notAfter time.Time
 	coll                verifiedCollateral
+	// pck is the parsed leaf of the verified chain (shared, read only):
+	// the cached path checks the QE report signature with its key.
+	pck *x509.Certificate
 }
 
 // verifiedCollateral is the parsed collateral of a verified set.
@@ -238,7 +244,17 @@ func (v *Verifier) newVerifiedSet(chain []byte, fetches []served, coll verifiedC
 	if err != nil {
 		return nil, err
 	}
+	// The leaf is the first PEM block, as go-tdx-guest reads it.
+	blk, _ := pem.Decode(chain)
+	if blk == nil {
+		return nil, errors.New("pck chain is not PEM")
+	}
+	pck, err := x509.ParseCertificate(blk.Bytes)
+	if err != nil {
+		return nil, fmt.Errorf("pck leaf: %w", err)
+	}
 	s := &verifiedSet{
+		pck:       pck,
 		digest:    tupleDigest(v.checks, chain, fetches),
 		notBefore: nb,
 		notAfter:  na,

@@ -52,16 +52,21 @@
 // path only if its chain bytes match, the clock is inside the window, and
 // the collateral source now serves byte-identical collateral for the same
 // URLs (fetched on every call, so a new CRL or TCB info is a miss). The
-// cached path still runs go-tdx-guest on the quote (quote signature, QE
-// report signature and report data, PCK chain to a trusted root: 7 of the
-// 19 ECDSA verifications) and then repeats go-tdx-guest's per-quote
+// cached path then repeats, in go-tdx-guest's order and with its error
+// texts, go-tdx-guest's per-quote checks: the quote layout and TEE type,
+// the quote signature by the attestation key, the QE report signature by
+// the cached (already verified) PCK leaf and the QE report data binding
+// (2 of the 19 ECDSA verifications; the PCK chain's own checks are a
+// function of the chain bytes, the roots, the CRLs and the time, all
+// covered by the cache key and window), and its per-quote
 // collateral checks (FMSPC, PCE-ID, MRSIGNERSEAM, SEAM attributes, TD TCB
 // level and TDX module level and their status; QE report MISCSELECT,
 // attributes, MRSIGNER, ISVPRODID and QE TCB level) on the cached, already
 // verified collateral. Results, reasons and claims are the same as
 // without the cache (tests run every simulator case both ways, and a
-// differential test and fuzz target compare the two paths on validly
-// signed quotes and collateral with arbitrary field values). The cache
+// differential tests and fuzz targets compare the two paths on validly
+// signed quotes and collateral with arbitrary field values, and on quotes
+// with broken signatures or QE report bindings). The cache
 // holds at most 256 platforms and is cleared when full.
 // Config.DisableCache turns it off.
 //

@@ -192,13 +192,6 @@ func (c *callSource) Get(url string) (map[string][]string, []byte, error) {
 	return h, b, nil
 }
 
-// noGetter is go-tdx-guest's getter when it must fetch nothing.
-type noGetter struct{}
-
-func (noGetter) Get(url string) (map[string][]string, []byte, error) {
-	return nil, nil, fmt.Errorf("collateral: %w: no fetch expected (%s)", collateral.ErrUnavailable, url)
-}
-
 func fail(r Reason, err error) *Error { return &Error{Reason: r, Err: err} }
 
 // Verify checks that quote is a genuine TDX quote and returns its claims.
@@ -235,7 +228,7 @@ func (v *Verifier) Verify(ctx context.Context, quote []byte) (*Claims, error) {
 		if set := v.coll.lookup(chainDigest); set != nil && !now.Before(set.notBefore) && !now.After(set.notAfter) {
 			if src := newCallSource(ctx, v.src); set.matches(src, v.checks, chain) {
 				v.coll.hits.Add(1)
-				return v.verifyCached(q, now, set)
+				return v.verifyCached(q, set)
 			}
 		}
 		v.coll.misses.Add(1)
@@ -291,14 +284,15 @@ func (v *Verifier) Verify(ctx context.Context, quote []byte) (*Claims, error) {
 }
 
 // verifyCached verifies a quote whose PCK chain and collateral form a
-// cached verified set (the source serves the same bytes, now is inside the
-// set's window): go-tdx-guest checks the signatures and the PCK chain
-// without collateral, then replayQuoteMatch does its per-quote collateral
-// checks. The result is what the full path would return.
-func (v *Verifier) verifyCached(q *pb.QuoteV4, now time.Time, set *verifiedSet) (*Claims, error) {
-	opts := &verify.Options{Getter: noGetter{}, Now: now, TrustedRoots: v.roots}
-	if verr := runVerify(q, opts); verr != nil {
-		return nil, fail(classify(verr, nil), verr)
+// cached verified set (the quote carries the set's exact chain bytes, the
+// source serves the same collateral bytes, now is inside the set's
+// window): checkQuoteSignatures replays go-tdx-guest's per-quote signature
+// checks with the set's already verified PCK leaf, then replayQuoteMatch
+// its per-quote collateral checks. The result is what the full path would
+// return.
+func (v *Verifier) verifyCached(q *pb.QuoteV4, set *verifiedSet) (*Claims, error) {
+	if err := checkQuoteSignatures(q, set.pck); err != nil {
+		return nil, fail(classify(err, nil), err)
 	}
 	qeCert := q.GetSignedData().GetCertificationData().GetQeReportCertificationData()
 	ext, err := v.cache.pckExtensions(qeCert.GetPckCertificateChainData().GetPckCertChain())
