@@ -25,10 +25,22 @@ import (
 // It reports releases/s and the p50/p99 latency of one release.
 //
 // scripts/bench-release.sh runs it and prints a table against the targets.
+//
+// With BENCH_RELEASE_PPROF=1 the kbs process also serves Go profiles
+// (--pprof-listen on loopback) and the benchmark logs the address, so a
+// CPU profile of the server can be taken while it runs, e.g.
+// go tool pprof http://ADDR/debug/pprof/profile?seconds=10.
 func BenchmarkRelease(b *testing.B) {
 	f := newFixture(b)
-	p := start(b, nil, f.serveArgs("--metrics-listen", "")...)
+	args := f.serveArgs("--metrics-listen", "")
+	if os.Getenv("BENCH_RELEASE_PPROF") == "1" {
+		args = append(args, "--pprof-listen", "127.0.0.1:0")
+	}
+	p := start(b, nil, args...)
 	addr := p.addr(b, "grpc")
+	if os.Getenv("BENCH_RELEASE_PPROF") == "1" {
+		fmt.Fprintf(os.Stderr, "kbs pprof: http://%s/debug/pprof/\n", p.addr(b, "pprof"))
+	}
 	ctx := context.Background()
 	admin := kbsv1.NewAdminServiceClient(f.dial(b, addr, "admin"))
 	if _, err := admin.CreateKey(ctx, &kbsv1.CreateKeyRequest{KeyId: "bench"}); err != nil {

@@ -26,7 +26,7 @@ func TestCommandHelp(t *testing.T) {
 		// Every flag, its environment variable and its default.
 		for _, want := range []string{
 			"--data-dir", "[KBS_DATA_DIR]", "--listen", "(default :8443)", "--health-listen", "(default :8081)",
-			"--metrics-listen", "(default :9090)", "[KBS_METRICS_LISTEN]", "--spiffe-socket", "--svid-cert", "--svid-key",
+			"--metrics-listen", "(default :9090)", "[KBS_METRICS_LISTEN]", "--pprof-listen", "[KBS_PPROF_LISTEN]", "--spiffe-socket", "--svid-cert", "--svid-key",
 			"--bundle", "--admin-ids", "--auditor-ids", "--kek-file", "CML_KEK", "--collateral-dir", "--pcs-url",
 			"--pccs-url", "--pccs-ca", "--collateral-cache", "--challenge-ttl", "(default 1m0s)", "--max-request-bytes",
 			"--max-challenges-per-caller N", "[KBS_MAX_CHALLENGES_PER_CALLER]", "(default 16)", "too_many_challenges",

@@ -12,6 +12,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
+	"net/netip"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -60,6 +62,7 @@ type serveConfig struct {
 	listen          string
 	healthListen    string
 	metricsListen   string
+	pprofListen     string // "": off; loopback only
 	spiffeSocket    string
 	svidCert        string
 	svidKey         string
@@ -136,6 +139,7 @@ Examples:
 			fl.String(&f.listen, "listen", "ADDR", defaultListen, "address (host:port) of the mTLS gRPC server")
 			fl.String(&f.healthListen, "health-listen", "ADDR", defaultHealthListen, "address of the plaintext gRPC health service (grpc.health.v1 only)")
 			fl.String(&f.metricsListen, "metrics-listen", "ADDR", defaultMetricsListen, "address of the HTTP /metrics endpoint; empty disables it")
+			fl.String(&f.pprofListen, "pprof-listen", "ADDR", "", "DEBUGGING ONLY: serve Go's /debug/pprof/ profiles over\nplain HTTP, without authentication, on this loopback address\n(127.0.0.1:PORT or [::1]:PORT); empty (the default) disables it")
 			fl.String(&f.spiffeSocket, "spiffe-socket", "ADDR", "", "SPIFFE Workload API address: unix:///path, a plain path, or tcp://IP:PORT")
 			fl.String(&f.svidCert, "svid-cert", "FILE", "", "X.509-SVID PEM file (leaf first); with --svid-key and --bundle")
 			fl.String(&f.svidKey, "svid-key", "FILE", "", "PKCS#8 PEM private key file of --svid-cert")
@@ -182,12 +186,18 @@ func (f *serveFlags) validate(fl *flags) (*serveConfig, error) {
 			return nil, usagef("--%s must not be empty", name)
 		}
 	}
-	for name, v := range map[string]string{"listen": c.listen, "health-listen": c.healthListen, "metrics-listen": c.metricsListen} {
+	for name, v := range map[string]string{"listen": c.listen, "health-listen": c.healthListen, "metrics-listen": c.metricsListen, "pprof-listen": c.pprofListen} {
 		if v == "" {
 			continue
 		}
 		if _, _, err := net.SplitHostPort(v); err != nil {
 			return nil, usagef("--%s %q is not a host:port address: %v", name, v, err)
+		}
+	}
+	if c.pprofListen != "" {
+		host, _, _ := net.SplitHostPort(c.pprofListen)
+		if ip, err := netip.ParseAddr(host); err != nil || !ip.IsLoopback() {
+			return nil, usagef("--pprof-listen %q must be a loopback IP address and port (profiles are served without authentication)", c.pprofListen)
 		}
 	}
 
@@ -405,11 +415,11 @@ func newCollateral(c *serveConfig, now func() time.Time) (*collateral.Getter, er
 
 // listeners are the broker's bound sockets.
 type listeners struct {
-	grpc, health, metrics net.Listener
+	grpc, health, metrics, pprof net.Listener
 }
 
 func (l *listeners) close() {
-	for _, x := range []net.Listener{l.grpc, l.health, l.metrics} {
+	for _, x := range []net.Listener{l.grpc, l.health, l.metrics, l.pprof} {
 		if x != nil {
 			x.Close()
 		}
@@ -430,6 +440,12 @@ func listen(c *serveConfig) (*listeners, error) {
 		if l.metrics, err = net.Listen("tcp", c.metricsListen); err != nil {
 			l.close()
 			return nil, fmt.Errorf("--metrics-listen: %w", err)
+		}
+	}
+	if c.pprofListen != "" {
+		if l.pprof, err = net.Listen("tcp", c.pprofListen); err != nil {
+			l.close()
+			return nil, fmt.Errorf("--pprof-listen: %w", err)
 		}
 	}
 	return l, nil
@@ -479,6 +495,7 @@ func runServe(ctx context.Context, e *env, c *serveConfig) (err error) {
 		slog.String("listen", c.listen),
 		slog.String("health_listen", c.healthListen),
 		slog.String("metrics_listen", c.metricsListen),
+		slog.String("pprof_listen", c.pprofListen),
 		slog.Group("identity", c.identitySummary()...),
 		slog.Any("admin_ids", nonNil(c.adminIDs)),
 		slog.Any("auditor_ids", nonNil(c.auditorIDs)),
@@ -588,7 +605,7 @@ func runServe(ctx context.Context, e *env, c *serveConfig) (err error) {
 	services := []string{kbsv1.KeyBrokerService_ServiceDesc.ServiceName, kbsv1.AdminService_ServiceDesc.ServiceName}
 	hs := newHealthServer(services...)
 
-	errc := make(chan error, 3)
+	errc := make(chan error, 4)
 	go func() { errc <- serveErr("grpc", g.Serve(lis.grpc)) }()
 	go func() { errc <- serveErr("health", hs.grpc.Serve(lis.health)) }()
 	var hsrv *http.Server
@@ -599,6 +616,15 @@ func runServe(ctx context.Context, e *env, c *serveConfig) (err error) {
 		go func() { errc <- serveErr("metrics", hsrv.Serve(lis.metrics)) }()
 	}
 
+	var psrv *http.Server
+	pprofAddr := ""
+	if lis.pprof != nil {
+		psrv = newPprofServer(log)
+		pprofAddr = lis.pprof.Addr().String()
+		log.Warn("serving Go profiles without authentication (--pprof-listen); for debugging only", "pprof", pprofAddr)
+		go func() { errc <- serveErr("pprof", psrv.Serve(lis.pprof)) }()
+	}
+
 	hs.set(healthpb.HealthCheckResponse_SERVING, services...)
 	metricsAddr := ""
 	if lis.metrics != nil {
@@ -606,7 +632,7 @@ func runServe(ctx context.Context, e *env, c *serveConfig) (err error) {
 	}
 	log.Info("kbs serving",
 		"grpc", lis.grpc.Addr().String(), "health", lis.health.Addr().String(), "metrics", metricsAddr,
-		"spiffe_id", svid.ID.String())
+		"pprof", pprofAddr, "spiffe_id", svid.ID.String())
 
 	select {
 	case <-ctx.Done():
@@ -628,14 +654,29 @@ func runServe(ctx context.Context, e *env, c *serveConfig) (err error) {
 		g.Stop()
 		<-stopped
 	}
-	if hsrv != nil {
-		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
-		hsrv.Shutdown(sctx)
-		cancel()
+	for _, h := range []*http.Server{hsrv, psrv} {
+		if h != nil {
+			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+			h.Shutdown(sctx)
+			cancel()
+		}
 	}
 	hs.grpc.Stop()
 	log.Info("servers stopped")
 	return err
+}
+
+// newPprofServer serves net/http/pprof's handlers on their own mux (never
+// http.DefaultServeMux): /debug/pprof/ (index and named profiles),
+// /debug/pprof/profile (CPU, ?seconds=N) and /debug/pprof/trace.
+func newPprofServer(log *slog.Logger) *http.Server {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	return &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
 }
 
 // nonNil logs an empty list as [] rather than null.

@@ -75,7 +75,7 @@ func equalConfig(a, b *serveConfig) bool {
 		a.collateralCache == b.collateralCache && a.challengeTTL == b.challengeTTL &&
 		a.maxRequestBytes == b.maxRequestBytes && a.maxChallengesPerCaller == b.maxChallengesPerCaller &&
 		a.maxChallenges == b.maxChallenges && a.logLevel == b.logLevel && a.devSimDir == b.devSimDir &&
-		a.shutdownTimeout == b.shutdownTimeout
+		a.shutdownTimeout == b.shutdownTimeout && a.pprofListen == b.pprofListen
 }
 
 func TestServeEnvAndPrecedence(t *testing.T) {
@@ -156,6 +156,10 @@ func TestServeUsageErrors(t *testing.T) {
 		{"bad pcs url", nil, append(slices.Clone(ident), "--pcs-url", "ftp://x"), "not an http(s) URL"},
 		{"empty listen", nil, append(slices.Clone(ident), "--listen", ""), "--listen must not be empty"},
 		{"bad listen", nil, append(slices.Clone(ident), "--listen", "8443"), "not a host:port"},
+		{"bad pprof listen", nil, append(slices.Clone(ident), "--pprof-listen", "6060"), "--pprof-listen \"6060\" is not a host:port"},
+		{"pprof on all interfaces", nil, append(slices.Clone(ident), "--pprof-listen", ":6060"), "--pprof-listen \":6060\" must be a loopback IP address"},
+		{"pprof on a public address", nil, append(slices.Clone(ident), "--pprof-listen", "192.0.2.1:6060"), "must be a loopback IP address"},
+		{"pprof by host name", map[string]string{"KBS_PPROF_LISTEN": "localhost:6060"}, ident, "must be a loopback IP address"},
 		{"ttl zero", nil, append(slices.Clone(ident), "--challenge-ttl", "0s"), "--challenge-ttl"},
 		{"ttl env garbage", map[string]string{"KBS_CHALLENGE_TTL": "soon"}, ident, "environment variable KBS_CHALLENGE_TTL"},
 		{"small requests", nil, append(slices.Clone(ident), "--max-request-bytes", "1000"), "--max-request-bytes"},
@@ -590,4 +594,37 @@ func FuzzServeCommandLine(f *testing.F) {
 			t.Errorf("exit %d", code)
 		}
 	})
+}
+
+// TestServePprof: --pprof-listen serves Go's profiles on its own loopback
+// listener, says so in the log, and nothing else serves them.
+func TestServePprof(t *testing.T) {
+	f := newFixture(t)
+	p := start(t, nil, f.serveArgs("--pprof-listen", "127.0.0.1:0")...)
+	addr := p.addr(t, "pprof")
+	get := func(url string) (int, string) {
+		t.Helper()
+		resp, err := http.Get(url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, body := get("http://" + addr + "/debug/pprof/"); code != http.StatusOK || !strings.Contains(body, "goroutine") {
+		t.Errorf("pprof index: %d %.200q", code, body)
+	}
+	if code, body := get("http://" + addr + "/debug/pprof/profile?seconds=1"); code != http.StatusOK || len(body) == 0 {
+		t.Errorf("cpu profile: %d, %d bytes", code, len(body))
+	}
+	if code, _ := get("http://" + p.addr(t, "metrics") + "/debug/pprof/"); code != http.StatusNotFound {
+		t.Errorf("the metrics listener serves pprof: %d", code)
+	}
+	if !strings.Contains(p.output(), "serving Go profiles without authentication") {
+		t.Error("no warning logged")
+	}
+	if code := p.stop(t, syscall.SIGTERM); code != 0 {
+		t.Errorf("exit %d:\n%s", code, p.output())
+	}
 }
