@@ -169,7 +169,7 @@ func explainModelError(op, path string, err error) error {
 		// produce either.
 		hint = "every chunk of this file authenticated, so it was not modified after encryption: the encryptor recorded a wrong hash in the manifest " +
 			"(an encryptor bug, or a manifest written by another tool); re-encrypt the model from its original plaintext with 'kbsctl model encrypt' " +
-			"and report it if kbsctl wrote this model (--skip-plaintext-hash decrypts it without this check)"
+			"and report it if kbsctl wrote this model (without --verify-plaintext-hash it decrypts without this check)"
 	case errors.Is(err, emdl.ErrTampered) && strings.Contains(reason, "belongs to another model"):
 		hint = "the file was copied in from another encrypted model; copy this model again from a trusted copy"
 	case errors.Is(err, emdl.ErrTampered):

@@ -272,15 +272,22 @@ func TestModelDecryptInterrupted(t *testing.T) {
 	mustNotExist(t, out)
 }
 
-func TestModelDecryptSkipPlaintextHash(t *testing.T) {
+// TestModelDecryptHashModes decrypts with the default (no plaintext-hash
+// re-check), --verify-plaintext-hash and the old --skip-plaintext-hash: each
+// gives the model, and each refuses a modified chunk, which the chunk tags
+// catch whatever the mode.
+func TestModelDecryptHashModes(t *testing.T) {
 	key, model, enc := encryptedModel(t)
-	out := filepath.Join(t.TempDir(), "out")
-	if r := kbsctl(t, "model", "decrypt", "--key-file", key, "--in", enc, "--out", out, "--skip-plaintext-hash"); r.code != exitOK {
-		t.Fatalf("decrypt --skip-plaintext-hash: %v", r)
+	modes := [][]string{nil, {"--verify-plaintext-hash"}, {"--skip-plaintext-hash"}}
+	for _, flags := range modes {
+		out := filepath.Join(t.TempDir(), "out")
+		args := append([]string{"model", "decrypt", "--key-file", key, "--in", enc, "--out", out}, flags...)
+		if r := kbsctl(t, args...); r.code != exitOK {
+			t.Fatalf("decrypt %v: %v", flags, r)
+		}
+		sameTree(t, model, out)
 	}
-	sameTree(t, model, out)
 
-	// A modified chunk is refused all the same: the chunks are authenticated.
 	p := filepath.Join(enc, "weights/model-00001.safetensors")
 	data, err := os.ReadFile(p)
 	if err != nil {
@@ -290,18 +297,27 @@ func TestModelDecryptSkipPlaintextHash(t *testing.T) {
 	if err := os.WriteFile(p, data, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	out = filepath.Join(t.TempDir(), "out")
-	r := kbsctl(t, "model", "decrypt", "--key-file", key, "--in", enc, "--out", out, "--skip-plaintext-hash")
-	if r.code != exitRefused || !strings.Contains(r.stderr, "chunk") || !strings.Contains(r.stderr, "weights/model-00001.safetensors: ") {
-		t.Errorf("tampered chunk with --skip-plaintext-hash: want exit %d naming the chunk: %v", exitRefused, r)
+	for _, flags := range modes {
+		out := filepath.Join(t.TempDir(), "out")
+		args := append([]string{"model", "decrypt", "--key-file", key, "--in", enc, "--out", out}, flags...)
+		r := kbsctl(t, args...)
+		if r.code != exitRefused || !strings.Contains(r.stderr, "chunk") || !strings.Contains(r.stderr, "weights/model-00001.safetensors: ") {
+			t.Errorf("tampered chunk, decrypt %v: want exit %d naming the chunk: %v", flags, exitRefused, r)
+		}
+		mustNotExist(t, out)
 	}
-	mustNotExist(t, out)
+
+	out := filepath.Join(t.TempDir(), "out")
+	r := kbsctl(t, "model", "decrypt", "--key-file", key, "--in", enc, "--out", out, "--verify-plaintext-hash", "--skip-plaintext-hash")
+	if r.code != exitUsage || !strings.Contains(r.stderr, "contradict") {
+		t.Errorf("both hash flags: want exit %d: %v", exitUsage, r)
+	}
 }
 
 // TestModelDecryptInconsistentHash decrypts testdata/inconsistent-hash.emdl,
 // whose chunks are authentic but whose manifest holds a wrong SHA-256 for
-// weights.bin (see testdata/README.md): the default re-check refuses it,
-// --skip-plaintext-hash does not look.
+// weights.bin (see testdata/README.md): --verify-plaintext-hash refuses it,
+// the default does not look.
 func TestModelDecryptInconsistentHash(t *testing.T) {
 	key := filepath.Join(t.TempDir(), "fixture.key")
 	if err := os.WriteFile(key, []byte("000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f\n"), 0o600); err != nil {
@@ -310,15 +326,15 @@ func TestModelDecryptInconsistentHash(t *testing.T) {
 	enc := filepath.Join("testdata", "inconsistent-hash.emdl")
 
 	out := filepath.Join(t.TempDir(), "out")
-	r := kbsctl(t, "model", "decrypt", "--key-file", key, "--in", enc, "--out", out)
+	r := kbsctl(t, "model", "decrypt", "--key-file", key, "--in", enc, "--out", out, "--verify-plaintext-hash")
 	if r.code != exitRefused || !strings.Contains(r.stderr, "weights.bin: plaintext SHA-256 does not match the manifest") {
-		t.Fatalf("default decrypt: want exit %d naming the hash: %v", exitRefused, r)
+		t.Fatalf("decrypt --verify-plaintext-hash: want exit %d naming the hash: %v", exitRefused, r)
 	}
 	mustNotExist(t, out)
 
-	r = kbsctl(t, "model", "decrypt", "--key-file", key, "--in", enc, "--out", out, "--skip-plaintext-hash")
+	r = kbsctl(t, "model", "decrypt", "--key-file", key, "--in", enc, "--out", out)
 	if r.code != exitOK {
-		t.Fatalf("decrypt --skip-plaintext-hash: %v", r)
+		t.Fatalf("default decrypt: %v", r)
 	}
 	got := readTree(t, out)
 	want := make([]byte, 10000)

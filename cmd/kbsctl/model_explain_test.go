@@ -102,7 +102,7 @@ func TestExplainModelErrorInconsistentHash(t *testing.T) {
 	key := filepath.Join(t.TempDir(), "fixture.key")
 	writeFile(t, key, "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f\n", 0o600)
 	enc := filepath.Join("testdata", "inconsistent-hash.emdl")
-	r := kbsctl(t, "model", "decrypt", "--key-file", key, "--in", enc, "--out", filepath.Join(t.TempDir(), "out"))
+	r := kbsctl(t, "model", "decrypt", "--key-file", key, "--in", enc, "--out", filepath.Join(t.TempDir(), "out"), "--verify-plaintext-hash")
 	want := "decrypt " + enc + ": weights.bin: " + plaintextHashReason + "; every chunk of this file authenticated"
 	if r.code != exitRefused || !strings.Contains(r.stderr, want) || strings.Contains(r.stderr, "modified after it was encrypted") {
 		t.Fatalf("want exit %d and %q: %v", exitRefused, want, r)
