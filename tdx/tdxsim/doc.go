@@ -29,8 +29,10 @@
 //   - Quotes: the TD quote body with the chosen MRTD, RTMRs, MRCONFIGID,
 //     MROWNER, MROWNERCONFIG, attributes (DEBUG on or off), XFAM and TEE TCB
 //     SVN, signed by the attestation key; a QE report whose report data is
-//     SHA-256(attestation key ‖ QE auth data) ‖ zeros, signed by the PCK key;
-//     and the PCK certificate chain.
+//     SHA-256(attestation key ‖ QE auth data) ‖ zeros, signed by the PCK key
+//     (once: like a real quoting enclave's, the QE report and its signature
+//     are the same in every quote of a platform); and the PCK certificate
+//     chain.
 //
 // Keys, serial numbers and identifiers are derived from Options.Seed when
 // given (deterministic tests), else random.

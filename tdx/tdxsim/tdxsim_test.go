@@ -8,9 +8,11 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"encoding/pem"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -240,5 +242,51 @@ func TestStatusLevels(t *testing.T) {
 				t.Errorf("%s: no newer UpToDate level", st)
 			}
 		}
+	}
+}
+
+// The QE report does not depend on the quote: quotes share its signature
+// (signed once), each quote has its own signature, and every one of them,
+// also from concurrent callers, verifies.
+func TestQEReportSignedOnce(t *testing.T) {
+	s, err := tdxsim.New(tdxsim.Options{Now: epoch, Seed: seed})
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := verifier.New(verifier.Config{Checks: verifier.CheckSignatureChain, ExtraRoots: []*x509.Certificate{rootOf(t, s)}, Now: func() time.Time { return epoch }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	qs, errs := make([][]byte, 8), make([]error, 8)
+	var wg sync.WaitGroup
+	for i := range qs {
+		wg.Go(func() { qs[i], errs[i] = s.Quote([64]byte{byte(i)}, s.DefaultTD()) })
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		t.Fatal(err)
+	}
+	qeSig := func(q []byte) []byte {
+		return parse(t, q).GetSignedData().GetCertificationData().GetQeReportCertificationData().GetQeReportSignature()
+	}
+	for i, q := range qs {
+		if _, err := v.Verify(context.Background(), q); err != nil {
+			t.Fatalf("quote %d: %v", i, err)
+		}
+		if i > 0 && bytes.Equal(parse(t, q).GetSignedData().GetSignature(), parse(t, qs[0]).GetSignedData().GetSignature()) {
+			t.Errorf("quotes 0 and %d have the same quote signature", i)
+		}
+	}
+	// Every quote after the first signer's reuses one QE report signature
+	// (a few concurrent first calls may each have signed).
+	same := 0
+	last := qeSig(mustQuote(t, s, [64]byte{0xff}, s.DefaultTD()))
+	for _, q := range qs {
+		if bytes.Equal(qeSig(q), last) {
+			same++
+		}
+	}
+	if again := qeSig(mustQuote(t, s, [64]byte{0xfe}, s.DefaultTD())); !bytes.Equal(again, last) || same == 0 {
+		t.Errorf("the QE report is signed again for every quote (%d of %d share the last signature)", same, len(qs))
 	}
 }
