@@ -616,3 +616,37 @@ func FuzzCachedPathSignatures(f *testing.F) {
 		sameResult(t, "fuzz", c1, err1, c2, err2)
 	})
 }
+
+// The cached path skips the QE report signature check only for the exact
+// QE report and signature that last verified under the cached PCK leaf:
+// a changed report, a changed signature, or a report signed anew (a
+// different valid signature) is checked, and a failure is not remembered.
+func TestCacheQEReportSignature(t *testing.T) {
+	f := newForger(t, tdxsim.Options{})
+	v := warmVerifier(t, f, f.collateralWith(), warmTime)
+	ctx := context.Background()
+	good := quote(t, f.s, [64]byte{1}, f.s.DefaultTD())
+	if _, err := v.Verify(ctx, good); err != nil {
+		t.Fatal(err)
+	}
+	// The same QE report (the simulator signs it once) under a broken
+	// signature, and a changed report under the remembered signature.
+	_, err := v.Verify(ctx, flip(quote(t, f.s, [64]byte{2}, f.s.DefaultTD()), offQEReportSig+7))
+	wantReason(t, err, ReasonQEReportSignatureInvalid)
+	_, err = v.Verify(ctx, flip(quote(t, f.s, [64]byte{3}, f.s.DefaultTD()), offQEReport+1))
+	wantReason(t, err, ReasonQEReportSignatureInvalid)
+	// Re-signed by the PCK key (a new, valid signature): verifies, and
+	// becomes the remembered one; the original verifies again.
+	for i, q := range [][]byte{f.quote(t, [64]byte{4}, nil), good, flip(good, offQEReportSig+7)} {
+		_, err := v.Verify(ctx, q)
+		if i < 2 && err != nil {
+			t.Fatalf("quote %d: %v", i, err)
+		}
+		if i == 2 {
+			wantReason(t, err, ReasonQEReportSignatureInvalid)
+		}
+	}
+	if m := v.coll.misses.Load(); m != 1 {
+		t.Errorf("%d cache misses, want only the warming one", m)
+	}
+}

@@ -2,13 +2,13 @@ package verifier
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"crypto/x509"
-	"encoding/binary"
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"hash"
+	"maps"
 	"net/url"
 	"slices"
 	"sync"
@@ -55,9 +55,10 @@ type collateralCache struct {
 const maxCollateralEntries = 256
 
 // verifiedSet is a cached (PCK chain, collateral) tuple that verified.
+// Everything but qeReport is immutable once stored.
 type verifiedSet struct {
-	urls   []string          // the URLs go-tdx-guest fetched, in its order
-	digest [sha256.Size]byte // tupleDigest of the chain and what those URLs served
+	chain   []byte   // the PCK chain bytes (a copy)
+	fetches []served // what go-tdx-guest fetched, in its order (copies)
 	// The validity window: the latest NotBefore / issue date and the
 	// earliest NotAfter / nextUpdate of every certificate, CRL and
 	// collateral document involved, and of the trusted roots.
@@ -66,6 +67,15 @@ type verifiedSet struct {
 	// pck is the parsed leaf of the verified chain (shared, read only):
 	// the cached path checks the QE report signature with its key.
 	pck *x509.Certificate
+	// qeReport is the last QE report whose signature pck verified on the
+	// cached path (see checkQuoteSignatures); nil until then.
+	qeReport atomic.Pointer[signedQEReport]
+}
+
+// signedQEReport is a QE report (its ABI bytes) and the signature over it,
+// as a quote carries them.
+type signedQEReport struct {
+	report, sig []byte
 }
 
 // verifiedCollateral is the parsed collateral of a verified set.
@@ -102,46 +112,6 @@ func (c *collateralCache) len() int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return len(c.m)
-}
-
-// tupleDigest is SHA-256 over the check level, the PCK chain bytes and
-// each fetch (URL, every header name and value, body), all
-// length-prefixed, headers in sorted order.
-func tupleDigest(checks Checks, chain []byte, fetches []served) [sha256.Size]byte {
-	h := sha256.New()
-	h.Write([]byte("cml tdx verifier collateral tuple v1\x00"))
-	h.Write([]byte{byte(checks)})
-	writeLP(h, chain)
-	writeLen(h, len(fetches))
-	for _, f := range fetches {
-		writeLP(h, []byte(f.url))
-		keys := make([]string, 0, len(f.header))
-		for k := range f.header {
-			keys = append(keys, k)
-		}
-		slices.Sort(keys)
-		writeLen(h, len(keys))
-		for _, k := range keys {
-			writeLP(h, []byte(k))
-			writeLen(h, len(f.header[k]))
-			for _, v := range f.header[k] {
-				writeLP(h, []byte(v))
-			}
-		}
-		writeLP(h, f.body)
-	}
-	var d [sha256.Size]byte
-	h.Sum(d[:0])
-	return d
-}
-
-func writeLen(h hash.Hash, n int) {
-	h.Write(binary.BigEndian.AppendUint64(nil, uint64(n)))
-}
-
-func writeLP(h hash.Hash, b []byte) {
-	writeLen(h, len(b))
-	h.Write(b)
 }
 
 // window computes the validity window of a verified set: every
@@ -254,27 +224,53 @@ func (v *Verifier) newVerifiedSet(chain []byte, fetches []served, coll verifiedC
 		return nil, fmt.Errorf("pck leaf: %w", err)
 	}
 	s := &verifiedSet{
+		chain:     bytes.Clone(chain),
 		pck:       pck,
-		digest:    tupleDigest(v.checks, chain, fetches),
 		notBefore: nb,
 		notAfter:  na,
 		coll:      coll,
 	}
 	for _, f := range fetches {
-		s.urls = append(s.urls, f.url)
+		h := make(map[string][]string, len(f.header))
+		for k, vs := range f.header {
+			h[k] = slices.Clone(vs)
+		}
+		s.fetches = append(s.fetches, served{url: f.url, header: h, body: bytes.Clone(f.body)})
 	}
 	return s, nil
 }
 
-// matches reports whether the source now serves exactly the cached
-// collateral for s's URLs, fetching them in go-tdx-guest's order. Any
-// fetch error is a miss: the full path reports it.
-func (s *verifiedSet) matches(src *callSource, checks Checks, chain []byte) bool {
-	for _, u := range s.urls {
-		if _, _, err := src.Get(u); err != nil {
+// matches reports whether chain is the set's PCK chain and the source
+// now serves exactly the cached collateral (headers and bodies) for the
+// set's URLs, fetching them in go-tdx-guest's order. Any fetch error, or
+// the end of ctx, is a miss: the full path reports it.
+func (s *verifiedSet) matches(ctx context.Context, src CollateralSource, chain []byte) bool {
+	if !bytes.Equal(chain, s.chain) {
+		return false
+	}
+	for _, f := range s.fetches {
+		if ctx.Err() != nil {
+			return false
+		}
+		h, b, err := src.Get(ctx, f.url)
+		if err != nil || !bytes.Equal(b, f.body) || !maps.EqualFunc(h, f.header, slices.Equal[[]string]) {
 			return false
 		}
 	}
-	d := tupleDigest(checks, chain, src.served)
-	return bytes.Equal(d[:], s.digest[:])
+	return true
+}
+
+// qeReportVerified reports whether report and sig are the QE report and
+// signature that pck last verified on the cached path. ECDSA verification
+// is a function of the key, the message and the signature only, so the
+// same bytes under the same (cached) PCK key verify again: a real quoting
+// enclave puts the same signed QE report in every quote of a platform.
+func (s *verifiedSet) qeReportVerified(report, sig []byte) bool {
+	c := s.qeReport.Load()
+	return c != nil && bytes.Equal(c.report, report) && bytes.Equal(c.sig, sig)
+}
+
+// rememberQEReport records a QE report and signature that pck verified.
+func (s *verifiedSet) rememberQEReport(report, sig []byte) {
+	s.qeReport.Store(&signedQEReport{report: bytes.Clone(report), sig: bytes.Clone(sig)})
 }

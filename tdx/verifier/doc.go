@@ -44,8 +44,8 @@
 // platform's PCK certificate chain, the collateral and the time. A Verifier
 // therefore remembers, per PCK chain (SHA-256 of its exact bytes), the
 // collateral set with which go-tdx-guest last fully verified a quote from
-// it: the SHA-256 of the chain and of every collateral response go-tdx-guest
-// fetched (URL, headers, body, in its order), the parsed TCB info and QE
+// it: the chain and every collateral response go-tdx-guest fetched (URL,
+// headers, body, in its order), the parsed TCB info and QE
 // identity, and a validity window (latest NotBefore / issue date, earliest
 // NotAfter / nextUpdate over every certificate, CRL and collateral
 // document involved and the trusted roots). A later quote takes the cached
@@ -56,9 +56,11 @@
 // texts, go-tdx-guest's per-quote checks: the quote layout and TEE type,
 // the quote signature by the attestation key, the QE report signature by
 // the cached (already verified) PCK leaf and the QE report data binding
-// (2 of the 19 ECDSA verifications; the PCK chain's own checks are a
-// function of the chain bytes, the roots, the CRLs and the time, all
-// covered by the cache key and window), and its per-quote
+// (2 of the 19 ECDSA verifications, 1 when the QE report and its signature
+// are the bytes that last verified under that leaf, as in every quote of
+// a platform; the PCK chain's own checks are a function of the chain
+// bytes, the roots, the CRLs and the time, all covered by the cache key
+// and window), and its per-quote
 // collateral checks (FMSPC, PCE-ID, MRSIGNERSEAM, SEAM attributes, TD TCB
 // level and TDX module level and their status; QE report MISCSELECT,
 // attributes, MRSIGNER, ISVPRODID and QE TCB level) on the cached, already

@@ -25,16 +25,21 @@ const attestationKeySize = 64
 // by the attestation key, the QE report signature by the PCK leaf key, and
 // the QE report data binding SHA-256(attestation key ‖ QE auth data). The
 // order and the error texts are go-tdx-guest's, so classify maps a failure
-// to the same reason. pck is the parsed leaf of a chain that go-tdx-guest
-// verified (to a trusted root, with CRLs, inside the current validity
-// window: see collateralCache); the caller guarantees the quote carries
-// exactly that chain's bytes.
+// to the same reason. set.pck is the parsed leaf of a chain that
+// go-tdx-guest verified (to a trusted root, with CRLs, inside the current
+// validity window: see collateralCache); the caller guarantees the quote
+// carries exactly that chain's bytes.
 //
-// It runs 2 ECDSA verifications where go-tdx-guest runs 7: the other 5 (the
-// root self-signature, then intermediate and leaf twice, by hand and by
-// crypto/x509) depend only on the chain bytes, the trusted roots and the
-// time, and passed for these bytes at a time inside the window.
-func checkQuoteSignatures(q *pb.QuoteV4, pck *x509.Certificate) error {
+// It runs at most 2 ECDSA verifications where go-tdx-guest runs 7: the
+// other 5 (the root self-signature, then intermediate and leaf twice, by
+// hand and by crypto/x509) depend only on the chain bytes, the trusted
+// roots and the time, and passed for these bytes at a time inside the
+// window. The QE report signature is checked only when the QE report or
+// its signature differs from the last one set.pck verified (the same
+// bytes verify the same way; a platform's quoting enclave puts one signed
+// QE report in all its quotes), so the steady state is 1: the quote
+// signature, which covers this quote's REPORTDATA.
+func checkQuoteSignatures(q *pb.QuoteV4, set *verifiedSet) error {
 	if err := abi.CheckQuoteV4(q); err != nil {
 		return fmt.Errorf("QuoteV4 invalid: %v", err)
 	}
@@ -72,8 +77,11 @@ func checkQuoteSignatures(q *pb.QuoteV4, pck *x509.Certificate) error {
 	if err != nil {
 		return fmt.Errorf("error verifying QE report signature: unable to convert QE report's signature to DER format: %v", err)
 	}
-	if err := pck.CheckSignature(x509.ECDSAWithSHA256, report, qeSig); err != nil {
-		return fmt.Errorf("error verifying QE report signature: QE report's signature verification using PCK Leaf Certificate failed: %v", err)
+	if !set.qeReportVerified(report, qeSig) {
+		if err := set.pck.CheckSignature(x509.ECDSAWithSHA256, report, qeSig); err != nil {
+			return fmt.Errorf("error verifying QE report signature: QE report's signature verification using PCK Leaf Certificate failed: %v", err)
+		}
+		set.rememberQEReport(report, qeSig)
 	}
 
 	// verify.verifyHash256: the QE report data is SHA-256(attestation key ‖

@@ -226,7 +226,7 @@ func (v *Verifier) Verify(ctx context.Context, quote []byte) (*Claims, error) {
 	if v.coll != nil {
 		chainDigest = sha256.Sum256(chain)
 		if set := v.coll.lookup(chainDigest); set != nil && !now.Before(set.notBefore) && !now.After(set.notAfter) {
-			if src := newCallSource(ctx, v.src); set.matches(src, v.checks, chain) {
+			if set.matches(ctx, v.src, chain) {
 				v.coll.hits.Add(1)
 				return v.verifyCached(q, set)
 			}
@@ -291,7 +291,7 @@ func (v *Verifier) Verify(ctx context.Context, quote []byte) (*Claims, error) {
 // its per-quote collateral checks. The result is what the full path would
 // return.
 func (v *Verifier) verifyCached(q *pb.QuoteV4, set *verifiedSet) (*Claims, error) {
-	if err := checkQuoteSignatures(q, set.pck); err != nil {
+	if err := checkQuoteSignatures(q, set); err != nil {
 		return nil, fail(classify(err, nil), err)
 	}
 	qeCert := q.GetSignedData().GetCertificationData().GetQeReportCertificationData()
