@@ -506,7 +506,7 @@ func (s *Store) UnwrapKey(ctx context.Context, id string, version uint32) ([]byt
 	}
 	var sealed []byte
 	err := s.view(ctx, func(tx *bolt.Tx) error {
-		k, err := getKey(tx, id)
+		k, err := s.keys.get(tx, id) // shared: read only
 		if err != nil {
 			return err
 		}

@@ -69,7 +69,7 @@ func (s *Store) GetPolicy(ctx context.Context, id string, version uint32) (Polic
 	}
 	var out Policy
 	err := s.view(ctx, func(tx *bolt.Tx) error {
-		k, err := getKey(tx, id)
+		k, err := s.keys.get(tx, id) // shared: read only
 		if err != nil {
 			return err
 		}

@@ -118,6 +118,7 @@ type Store struct {
 	macKey []byte // authenticates the audit head; unsealed at Open
 
 	rotateMu sync.Mutex // serialises RotateKey and ImportVersion
+	keys     keyCache   // decoded key metadata for read-only lookups
 }
 
 // KEKPath and DBPath name the files of a data directory.
