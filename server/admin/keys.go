@@ -283,7 +283,7 @@ func (s *Service) DestroyKey(ctx context.Context, req *kbsv1.DestroyKeyRequest) 
 		if errors.Is(err, store.ErrPrimaryVersion) {
 			v := req.GetVersion()
 			return &rpcstatus.Error{
-				Code: codes.FailedPrecondition, Reason: rpcstatus.ReasonPrimaryVersion, Err: err,
+				Code: codes.FailedPrecondition, Reason: policy.ReasonPrimaryVersion, Err: err,
 				Message: fmt.Sprintf("version %d is the primary version of key %q: rotate the key first (a new version becomes primary), then destroy version %d; or destroy the whole key", v, req.GetKeyId(), v),
 			}
 		}

@@ -45,6 +45,7 @@ const (
 	ReasonKeyExists          = "key_exists"
 	ReasonNoPolicy           = "no_policy"
 	ReasonTooManyVersions    = "too_many_versions"
+	ReasonPrimaryVersion     = "primary_version" // DestroyKey of the primary version alone: rotate first, or destroy the whole key
 
 	// Any RPC.
 	ReasonRequestTooLarge  = "request_too_large"
@@ -70,7 +71,7 @@ var ownReasons = []string{
 	ReasonNonceWrongCaller, ReasonNonceWrongKey, ReasonTooManyChallenges,
 	ReasonReportDataMismatch, ReasonKeyNotFound, ReasonKeyVersionNotFound,
 	ReasonKeyDisabled, ReasonKeyDestroyed, ReasonKeyExists, ReasonNoPolicy,
-	ReasonTooManyVersions,
+	ReasonTooManyVersions, ReasonPrimaryVersion,
 	ReasonRequestTooLarge, ReasonInvalidArgument, ReasonNotAuthorized,
 	ReasonUnauthenticated, ReasonCanceled, ReasonDeadlineExceeded,
 	ReasonUnimplemented, ReasonInternal,

@@ -36,7 +36,7 @@
 // ErrVersionNotFound, ErrPolicyNotFound → NotFound, ErrKeyExists →
 // AlreadyExists, ErrKeyDestroyed and ErrKeyDisabled → FailedPrecondition,
 // ErrInvalidArgument → InvalidArgument and ErrPrimaryVersion →
-// FailedPrecondition with reason primary_version (ReasonPrimaryVersion), both
+// FailedPrecondition with reason primary_version (policy.ReasonPrimaryVersion), both
 // with the keystore's message, which names only the caller's input; anything else
 // → Internal (reason "internal"). The key release service never relies on
 // this mapping: it turns every failure into PermissionDenied itself, so a

@@ -24,13 +24,6 @@ import (
 // every call, successful or not.
 const RequestIDHeader = "cml-request-id"
 
-// ReasonPrimaryVersion is the reason code of DestroyKey refusing a key's
-// primary version alone (FailedPrecondition): the key would have no version
-// for new encryptions. The fix is to rotate first (a new version becomes
-// primary), then destroy the old one, or to destroy the whole key. Its
-// message names the version.
-const ReasonPrimaryVersion = "primary_version"
-
 // Error is an error on its way to becoming a gRPC status: the code, the
 // stable reason code, an optional message that is safe to show the caller,
 // and the inner error, which only the log sees.
@@ -113,7 +106,7 @@ func Classify(err error) *Error {
 		// The request is well-formed; the key's state (which version is
 		// primary) forbids it. The message names the key and version and
 		// says what to do instead (rotate, or destroy the key).
-		return &Error{Code: codes.FailedPrecondition, Reason: ReasonPrimaryVersion, Message: err.Error(), Err: err}
+		return &Error{Code: codes.FailedPrecondition, Reason: policy.ReasonPrimaryVersion, Message: err.Error(), Err: err}
 	}
 	return New(codes.Internal, policy.ReasonInternal, err)
 }
