@@ -91,8 +91,9 @@ type Config struct {
 // Service implements kbsv1.KeyBrokerServiceServer.
 type Service struct {
 	kbsv1.UnimplementedKeyBrokerServiceServer
-	cfg Config
-	ch  *challenges
+	cfg      Config
+	ch       *challenges
+	policies policyCache
 }
 
 var _ kbsv1.KeyBrokerServiceServer = (*Service)(nil)
@@ -149,7 +150,7 @@ func (s *Service) GetChallenge(ctx context.Context, req *kbsv1.GetChallengeReque
 	case err != nil:
 		return deny(rpcstatus.New(codes.Internal, policy.ReasonInternal, err), policy.ReasonInternal, 0)
 	}
-	p, err := policy.Unmarshal(stored.Bytes)
+	p, err := s.policies.unmarshal(stored.Bytes) // shared: read only
 	if err != nil {
 		return deny(rpcstatus.Deny(policy.ReasonSPIFFEIDNotAllowed, err), policy.ReasonPolicyInvalid, stored.Version)
 	}
@@ -304,7 +305,7 @@ func (s *Service) release(ctx context.Context, caller spiffeid.ID, req *kbsv1.Re
 		return nil, rpcstatus.New(codes.Internal, policy.ReasonInternal, err)
 	}
 	r.entry.PolicyVersion = stored.Version
-	p, err := policy.Unmarshal(stored.Bytes)
+	p, err := s.policies.unmarshal(stored.Bytes) // shared: read only
 	if err != nil {
 		return nil, rpcstatus.Deny(policy.ReasonPolicyInvalid, err)
 	}
