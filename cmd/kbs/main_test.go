@@ -188,6 +188,23 @@ type proc struct {
 	serving chan map[string]any
 	done    chan struct{}
 	err     error // Wait's result, after done
+	// quiet: log lines are neither parsed nor kept, beyond maxQuietOutput
+	// bytes of output (see discardLogs).
+	quiet bool
+}
+
+// maxQuietOutput bounds the output a quiet proc keeps, for diagnostics.
+const maxQuietOutput = 1 << 20
+
+// discardLogs stops parsing and keeping the process's log lines (the
+// first MiB of output is still kept for failure messages). Benchmarks use
+// it: kbs logs every RPC, and parsing and retaining those lines in the
+// benchmark process would take CPU from the broker it measures and grow
+// the benchmark's heap without bound.
+func (p *proc) discardLogs() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.quiet = true
 }
 
 // start runs the kbs binary and returns once it logged "kbs serving" or
@@ -222,8 +239,16 @@ func startNoWait(t testing.TB, env []string, args ...string) *proc {
 		sc := bufio.NewScanner(pipe)
 		sc.Buffer(make([]byte, 64<<10), 1<<20)
 		for sc.Scan() {
-			line := sc.Text()
 			p.mu.Lock()
+			if p.quiet {
+				if p.stderr.Len() < maxQuietOutput {
+					p.stderr.Write(sc.Bytes())
+					p.stderr.WriteByte('\n')
+				}
+				p.mu.Unlock()
+				continue
+			}
+			line := sc.Text()
 			p.stderr.WriteString(line + "\n")
 			var rec map[string]any
 			if json.Unmarshal([]byte(line), &rec) == nil {
