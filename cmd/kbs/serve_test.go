@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -577,6 +578,7 @@ func FuzzServeCommandLine(f *testing.F) {
 	f.Add("--data-dir=/d --spiffe-socket=/s --challenge-ttl=1h1s", "KBS_METRICS_LISTEN", "")
 	f.Add("--help", "CML_KEK", "00")
 	f.Add("--data-dir /d --spiffe-socket /s --max-challenges 8", "KBS_MAX_CHALLENGES_PER_CALLER", "9")
+	f.Add("--data-dir /d --spiffe-socket /s --pprof-listen [::1]:6060", "KBS_PPROF_LISTEN", "0.0.0.0:6060")
 	f.Fuzz(func(t *testing.T, line, envName, envValue string) {
 		cfg, code, _ := parseServe(t, map[string]string{envName: envValue}, strings.Fields(line)...)
 		switch code {
@@ -588,6 +590,12 @@ func FuzzServeCommandLine(f *testing.F) {
 				cfg.maxChallengesPerCaller < 1 || cfg.maxChallengesPerCaller > cfg.maxChallenges || cfg.maxChallenges > maxMaxChallenges ||
 				(cfg.spiffeSocket == "") == (cfg.svidCert == "") {
 				t.Errorf("accepted an invalid configuration: %+v", *cfg)
+			}
+			if cfg.pprofListen != "" {
+				host, _, err := net.SplitHostPort(cfg.pprofListen)
+				if ip, perr := netip.ParseAddr(host); err != nil || perr != nil || !ip.IsLoopback() {
+					t.Errorf("accepted a non-loopback --pprof-listen %q", cfg.pprofListen)
+				}
 			}
 		case exitUsage:
 		default:
