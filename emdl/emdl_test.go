@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io/fs"
 	"math/rand/v2"
 	"os"
@@ -403,4 +404,41 @@ func TestEncryptEmptyDirectory(t *testing.T) {
 		t.Errorf("got %v, want an error wrapping fs.ErrNotExist", err)
 	}
 	assertNoOutput(t, out)
+}
+
+// TestRoundTripManyChunksPerJob uses 4 KiB chunks, which the pipeline groups
+// into jobs of 256 chunks (1 MiB): files end inside a job, at a job's end
+// and inside a chunk; a chunk modified in the middle of a later job is named
+// exactly, and no output is left.
+func TestRoundTripManyChunksPerJob(t *testing.T) {
+	const chunk = 4096
+	files := map[string]file{
+		"a": {data: randBytes(21, 3<<20+100)}, // 4 jobs, the last one short
+		"b": {data: randBytes(22, 2<<20)},     // exactly 2 jobs
+		"c": {data: randBytes(23, 1<<20-1)},   // 1 job, last chunk short
+		"d": {data: randBytes(24, chunk+1)},
+	}
+	in := writeTree(t, files)
+	model := filepath.Join(t.TempDir(), "model")
+	opts := emdl.EncryptOptions{KeyID: "k", KeyVersion: 1, ChunkSize: chunk}
+	if _, err := emdl.Encrypt(context.Background(), testKey(4), in, model, opts); err != nil {
+		t.Fatal(err)
+	}
+	for _, verify := range []bool{false, true} {
+		out, err := decrypt(t, testKey(4), model, emdl.DecryptOptions{SkipPlaintextHash: !verify})
+		if err != nil {
+			t.Fatalf("verify hash %v: %v", verify, err)
+		}
+		assertTree(t, out, files)
+	}
+
+	const bad = 256 + 44 // the second job's 45th chunk
+	hdr := emdl.FileHeaderSize(len("k"))
+	edit(t, model, "a", xorAt(hdr+bad*(chunk+emdl.TagSize)+100, 0x01))
+	out := filepath.Join(t.TempDir(), "out")
+	_, err := emdl.Decrypt(context.Background(), testKey(4), model, out, emdl.DecryptOptions{SkipPlaintextHash: true})
+	wantRefusal(t, err, emdl.ErrTampered, out, "a")
+	if want := fmt.Sprintf("chunk %d failed authentication", bad); !strings.Contains(err.Error(), want) {
+		t.Errorf("message %q does not say %q", err, want)
+	}
 }

@@ -241,13 +241,12 @@ func (c *encryptor) file(e *engine, s *slot, f inputFile, salt *[saltSize]byte, 
 		return &Error{Path: f.path, Err: err, Reason: "writing header"}
 	}
 	t := &fileTask{
-		path:   f.path,
-		aead:   keys.aead,
-		aad:    digest[:],
-		out:    dst,
-		base:   int64(len(raw)),
-		stride: int64(e.chunkSize + tagSize),
-		slot:   s,
+		path: f.path,
+		aead: keys.aead,
+		aad:  digest[:],
+		out:  dst,
+		base: int64(len(raw)),
+		slot: s,
 	}
 	sum, err := e.encryptStream(t, src, h.length, h.chunks())
 	if err != nil {
