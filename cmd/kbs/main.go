@@ -16,10 +16,22 @@ import (
 	"context"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"syscall"
 )
 
+// defaultGCPercent is the garbage collector's target (GOGC) unless the
+// environment sets GOGC. The broker's live heap is small (about 10 MB under
+// load) while each release allocates some 150 KB, so Go's default of 100
+// runs a collection every few dozen releases: about a tenth of the
+// broker's CPU at 1000 releases/s. 400 collects a quarter as often for
+// about 30 MB more heap. GOMEMLIMIT, if set, still bounds the heap.
+const defaultGCPercent = 400
+
 func main() {
+	if _, set := os.LookupEnv("GOGC"); !set {
+		debug.SetGCPercent(defaultGCPercent)
+	}
 	// SIGINT/SIGTERM cancel ctx: serve shuts down gracefully and exits 0.
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	code := run(ctx, os.Args[1:], os.LookupEnv, os.Stdout, os.Stderr)
