@@ -4,11 +4,16 @@
 # the repository root), each module resolved on its own (GOWORK=off).
 #
 #   scripts/fuzz-smoke.sh                   (what `make fuzz-smoke` runs)
-#   FUZZ_SECONDS=30 scripts/fuzz-smoke.sh
+#   FUZZ_SECONDS=30 FUZZ_PARALLEL=2 scripts/fuzz-smoke.sh
+#
+# One fuzz worker per target by default: in CI this runs while SPIRE and
+# helm build in the background, and a second worker would mostly take CPU
+# from them. Longer campaigns (see docs) set FUZZ_PARALLEL.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
 secs=${FUZZ_SECONDS:-5}
+par=${FUZZ_PARALLEL:-1}
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 
@@ -29,7 +34,7 @@ fuzz_targets() {
 run_target() {
   local pkg=$1 fz=$2
   echo "fuzz $pkg $fz (${secs}s)"
-  go test -run='^$' -fuzz="^${fz}\$" -fuzztime="${secs}s" -fuzzminimizetime=300x "$pkg" </dev/null >"$log" 2>&1 && return 0
+  go test -run='^$' -fuzz="^${fz}\$" -fuzztime="${secs}s" -fuzzminimizetime=300x -parallel="$par" "$pkg" </dev/null >"$log" 2>&1 && return 0
   # Go 1.26's fuzz coordinator can fail a clean run with a bare "context
   # deadline exceeded" when -fuzztime ends (golang/go#75804, fixed in Go
   # 1.27), more often on a loaded machine. That alone, with no crasher
