@@ -237,8 +237,11 @@ func Open(ctx context.Context, path string, opts Options) (_ *Store, err error) 
 	if err := opts.setDefaults(); err != nil {
 		return nil, err
 	}
+	var locked *os.File
 	db, err := bolt.Open(path, 0o600, boltOptions(opts, func(name string, flag int, perm os.FileMode) (*os.File, error) {
-		return os.OpenFile(name, flag&^os.O_CREATE, perm)
+		f, err := os.OpenFile(name, flag&^os.O_CREATE, perm)
+		locked = f
+		return f, err
 	}))
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
@@ -253,6 +256,9 @@ func Open(ctx context.Context, path string, opts Options) (_ *Store, err error) 
 			db.Close()
 		}
 	}()
+	if err := stillAtPath(path, locked); err != nil {
+		return nil, err
+	}
 
 	var format, check, sealedMAC []byte
 	err = db.View(func(tx *bolt.Tx) error {
