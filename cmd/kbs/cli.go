@@ -57,7 +57,7 @@ type command struct {
 // An action runs a parsed command.
 type action func(ctx context.Context, e *env) error
 
-func commands() []*command { return []*command{initCommand(), serveCommand()} }
+func commands() []*command { return []*command{initCommand(), serveCommand(), compactCommand()} }
 
 // usageError is a bad command line or environment: exit 2 and a pointer to
 // the help of path.

@@ -6,9 +6,10 @@
 //
 //	kbs init  --data-dir DIR      create the KEK and the keystore
 //	kbs serve --data-dir DIR ...  run the broker
+//	kbs compact --db PATH         purge destroyed keys' freed pages (offline)
 //
 // main only wires the process to run; cli.go holds the command table and
-// exit codes, init.go and serve.go one subcommand each, and docs/kbs.md the
+// exit codes, init.go, serve.go and compact.go one subcommand each, and docs/kbs.md the
 // user documentation.
 package main
 
