@@ -286,9 +286,19 @@ func TestGetterOffline(t *testing.T) {
 	if err != nil || chain != string(want.IssuerChain) {
 		t.Errorf("issuer chain header does not round-trip: %v", err)
 	}
-	body[0] = 'X' // callers get copies
-	if _, b2, _ := g.Get(ctx, tcbURL); b2[0] != '{' {
-		t.Error("cached body was modified through a returned slice")
+	// Callers share the cached copy (no per-call copy; they must not modify
+	// it, see TestVerifierLeavesServedCollateral), but appending to the
+	// body cannot write into the cache: its capacity is its length.
+	if cap(body) != len(body) {
+		t.Errorf("body capacity %d > length %d: an append would write into shared memory", cap(body), len(body))
+	}
+	_ = append(body, 'X')
+	h2, b2, _ := g.Get(ctx, tcbURL)
+	if &b2[0] != &body[0] || len(b2) != len(body) {
+		t.Error("steady-state Get did not return the cached body")
+	}
+	if fmt.Sprint(h2) != fmt.Sprint(h) {
+		t.Error("steady-state Get returned a different header")
 	}
 	if _, _, err := g.Get(ctx, pcs.PckCrlURL("processor")); !errors.Is(err, collateral.ErrMissing) {
 		t.Errorf("missing: %v", err)
@@ -312,6 +322,10 @@ func TestGetterOffline(t *testing.T) {
 	}
 	if _, b, err := g.Get(ctx, tcbURL); err != nil || !bytes.Equal(b, entryOf(t, newer, collateral.KindTCBInfo).Body) {
 		t.Errorf("newer collateral not picked up: %v", err)
+	}
+	// A caller still holding the old document sees it unchanged.
+	if !bytes.Equal(body, want.Body) || h["Tcb-Info-Issuer-Chain"][0] != url.QueryEscape(string(want.IssuerChain)) {
+		t.Error("replacing a document changed a previously served header or body")
 	}
 }
 
@@ -583,5 +597,51 @@ func TestGetterBogusFMSPCs(t *testing.T) {
 	}
 	if n := collateral.SlotCount(g); n != 0 {
 		t.Errorf("%d slots kept for missing documents", n)
+	}
+	if n := collateral.KeyCount(g); n != 0 {
+		t.Errorf("%d URLs memoised for missing documents", n)
+	}
+}
+
+// TestGetterURLMemo: URLs of served documents are memoised, boundedly, and
+// a memoised URL serves what KeyForURL maps it to.
+func TestGetterURLMemo(t *testing.T) {
+	ctx := context.Background()
+	s := newSim(t, epoch, tdxsim.Options{})
+	dir := t.TempDir()
+	if err := s.WriteCollateral(dir); err != nil {
+		t.Fatal(err)
+	}
+	g, err := collateral.New(collateral.Config{Dir: dir, Offline: true, Now: clock(epoch.Add(time.Hour))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[collateral.Kind][]byte{}
+	for _, e := range s.Collateral() {
+		want[e.Kind] = e.Body
+	}
+	// Many spellings of the same documents (extra query parameters,
+	// uppercase FMSPC): twice each, the second from the memo.
+	for i := range 3 * collateral.MaxKeys {
+		for _, u := range []string{
+			pcs.TcbInfoURL(strings.ToUpper(simFMSPC)) + fmt.Sprintf("&n=%d", i),
+			pcs.PckCrlURL("platform") + fmt.Sprintf("&n=%d", i),
+		} {
+			k, err := collateral.KeyForURL(u)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for range 2 {
+				if _, b, err := g.Get(ctx, u); err != nil || !bytes.Equal(b, want[k.Kind]) {
+					t.Fatalf("Get(%q): wrong document (%v)", u, err)
+				}
+			}
+			if n := collateral.KeyCount(g); n > collateral.MaxKeys || n == 0 {
+				t.Fatalf("%d URLs memoised, want 1..%d", n, collateral.MaxKeys)
+			}
+		}
+	}
+	if _, _, err := g.Get(ctx, "https://example.com/x"); !errors.Is(err, collateral.ErrInvalid) {
+		t.Errorf("unknown url: %v", err)
 	}
 }

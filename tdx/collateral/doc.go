@@ -27,6 +27,15 @@
 // corruption), but the verifier checks every document against its pinned
 // roots on every quote.
 //
+// A hit — the steady state: the verifier asks for the same four documents
+// for every quote — takes no per-document lock and copies nothing. Get
+// returns the header map (issuer chain URL-escaped once per document) and
+// the body it built when it loaded the document, shared by all callers:
+// callers must not modify them. The verifier and go-tdx-guest only read
+// them, and a test (TestVerifierLeavesServedCollateral) holds them to
+// that. A newer document replaces the old one; it never changes bytes
+// already served.
+//
 // # Directory layout
 //
 // One directory, shared by the getter's cache, Import, Prefetch and the

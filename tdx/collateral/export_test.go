@@ -6,3 +6,13 @@ func SlotCount(g *Getter) int {
 	defer g.mu.Unlock()
 	return len(g.slots)
 }
+
+// KeyCount exposes the number of memoised URLs to tests.
+func KeyCount(g *Getter) int {
+	g.mu.RLock()
+	defer g.mu.RUnlock()
+	return len(g.keys)
+}
+
+// MaxKeys is maxKeys, for tests.
+const MaxKeys = maxKeys

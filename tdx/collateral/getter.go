@@ -1,7 +1,6 @@
 package collateral
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -10,6 +9,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -59,18 +59,52 @@ type Config struct {
 // concurrent use. Its Get method matches the verifier's collateral source.
 type Getter struct {
 	cfg   Config
-	mu    sync.Mutex
+	mu    sync.RWMutex // guards slots (the map, not the slots) and keys
 	slots map[Key]*slot
+	// keys memoises KeyForURL (a pure function) for URLs that Get served:
+	// go-tdx-guest asks for the same few URLs for every quote, and parsing
+	// them was most of a steady-state Get. Bounded by maxKeys.
+	keys map[string]Key
 }
+
+// maxKeys bounds Getter.keys: it is cleared when full. A platform needs
+// four URLs, plus one per further FMSPC.
+const maxKeys = 64
 
 // slot caches one document. sem (capacity 1) serialises loading and
 // fetching per key, so concurrent misses trigger one fetch, and waiting for
-// it honours the caller's context.
+// it honours the caller's context. doc is the document served: stored only
+// with sem held, loaded without it by get's fast path (a hit, the steady
+// state, takes no lock but a read lock on the slot map).
 type slot struct {
-	sem       chan struct{}
+	sem chan struct{}
+	doc atomic.Pointer[doc]
+}
+
+// doc is a loaded document, ready to serve. It and everything it refers to
+// are immutable once stored in a slot: a newer document replaces it, so a
+// caller still holding the old header and body sees them unchanged.
+type doc struct {
 	entry     *Entry
 	info      Info
 	fetchedAt time.Time
+	// header (entry.Header(): the issuer chain URL-escaped) and body
+	// (entry.Body, capacity clipped to its length) are what Get returns to
+	// every caller, built once per document.
+	header map[string][]string
+	body   []byte
+}
+
+func newDoc(e *Entry, info Info, fetchedAt time.Time) *doc {
+	return &doc{
+		entry:     e,
+		info:      info,
+		fetchedAt: fetchedAt,
+		header:    e.Header(),
+		// Full slice expression: a caller's append reallocates instead of
+		// writing past the end into memory another caller might share.
+		body: e.Body[:len(e.Body):len(e.Body)],
+	}
 }
 
 // New returns a Getter for cfg.
@@ -103,22 +137,42 @@ func New(cfg Config) (*Getter, error) {
 			cfg.FetchTimeout = DefaultFetchTimeout
 		}
 	}
-	return &Getter{cfg: cfg, slots: map[Key]*slot{}}, nil
+	return &Getter{cfg: cfg, slots: map[Key]*slot{}, keys: map[string]Key{}}, nil
 }
 
 // Get returns the response header and body for a collateral URL that
 // go-tdx-guest asks for (see KeyForURL). Errors wrap ErrMissing,
 // ErrExpired, ErrUnavailable, ErrInvalid or the context's error.
+//
+// The header map, its values and the body are the getter's cached copy,
+// shared by every caller until the document is replaced: callers must not
+// modify them (go-tdx-guest and the verifier only read them). The body's
+// capacity is its length, so appending to it copies.
 func (g *Getter) Get(ctx context.Context, rawURL string) (map[string][]string, []byte, error) {
-	k, err := KeyForURL(rawURL)
+	g.mu.RLock()
+	k, known := g.keys[rawURL]
+	g.mu.RUnlock()
+	if !known {
+		var err error
+		if k, err = KeyForURL(rawURL); err != nil {
+			return nil, nil, err
+		}
+	}
+	d, err := g.get(ctx, k)
 	if err != nil {
 		return nil, nil, err
 	}
-	e, _, err := g.get(ctx, k)
-	if err != nil {
-		return nil, nil, err
+	if !known {
+		// Only URLs of documents that loaded: the FMSPC in a URL comes
+		// from a PCK certificate not yet verified.
+		g.mu.Lock()
+		if len(g.keys) >= maxKeys {
+			clear(g.keys)
+		}
+		g.keys[rawURL] = k
+		g.mu.Unlock()
 	}
-	return e.Header(), bytes.Clone(e.Body), nil
+	return d.header, d.body, nil
 }
 
 // Prefetch fetches (or loads) the TCB info of each FMSPC, the QE identity,
@@ -135,19 +189,25 @@ func (g *Getter) Prefetch(ctx context.Context, fmspcs ...string) ([]Info, error)
 		if err := k.validate(); err != nil {
 			return nil, err
 		}
-		_, info, err := g.get(ctx, k)
+		d, err := g.get(ctx, k)
 		if err != nil {
 			return nil, err
 		}
-		infos = append(infos, info)
+		infos = append(infos, d.info)
 	}
 	return infos, nil
 }
 
 func (g *Getter) slot(k Key) *slot {
+	g.mu.RLock()
+	s := g.slots[k]
+	g.mu.RUnlock()
+	if s != nil {
+		return s
+	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	s := g.slots[k]
+	s = g.slots[k]
 	if s == nil {
 		s = &slot{sem: make(chan struct{}, 1)}
 		g.slots[k] = s
@@ -155,18 +215,25 @@ func (g *Getter) slot(k Key) *slot {
 	return s
 }
 
-func (g *Getter) get(ctx context.Context, k Key) (*Entry, Info, error) {
+// get returns the document for k: the one in memory while it is unexpired
+// and not due for refresh, else a newer one from the directory or the
+// collateral service.
+func (g *Getter) get(ctx context.Context, k Key) (*doc, error) {
 	s := g.slot(k)
+	// Fast path: the document in memory is good, nothing to load.
+	if d := s.doc.Load(); d != nil && g.fresh(d, g.cfg.Now()) {
+		return d, nil
+	}
 	select {
 	case s.sem <- struct{}{}:
 	case <-ctx.Done():
-		return nil, Info{}, fmt.Errorf("collateral: %s: %w (%w)", k, ErrUnavailable, ctx.Err())
+		return nil, fmt.Errorf("collateral: %s: %w (%w)", k, ErrUnavailable, ctx.Err())
 	}
 	defer func() {
 		// The FMSPC comes from a PCK certificate that is not yet verified
 		// when go-tdx-guest asks for collateral: keep no state for keys
 		// that never loaded, so bogus FMSPCs cannot grow the map.
-		if s.entry == nil {
+		if s.doc.Load() == nil {
 			g.mu.Lock()
 			if g.slots[k] == s {
 				delete(g.slots, k)
@@ -176,29 +243,33 @@ func (g *Getter) get(ctx context.Context, k Key) (*Entry, Info, error) {
 		<-s.sem
 	}()
 
+	// Another caller may have loaded it while this one waited.
 	now := g.cfg.Now()
-	if s.entry != nil && !now.After(s.info.NextUpdate) && !g.stale(s, now) {
-		return s.entry, s.info, nil
+	cur := s.doc.Load()
+	if cur != nil && g.fresh(cur, now) {
+		return cur, nil
 	}
 	// Not in memory, expired, or due for refresh: the directory may hold a
 	// newer copy (an import, or another process).
 	if e, err := ReadEntry(g.cfg.Dir, k); err == nil {
-		if info, perr := e.Parse(); perr == nil && (s.entry == nil || !info.NextUpdate.Before(s.info.NextUpdate)) {
-			s.entry, s.info = e, info
-			if s.fetchedAt.IsZero() {
-				s.fetchedAt = fileTime(g.cfg.Dir, k, now)
+		if info, perr := e.Parse(); perr == nil && (cur == nil || !info.NextUpdate.Before(cur.info.NextUpdate)) {
+			fetchedAt := fileTime(g.cfg.Dir, k, now)
+			if cur != nil {
+				fetchedAt = cur.fetchedAt
 			}
+			cur = newDoc(e, info, fetchedAt)
+			s.doc.Store(cur)
 		}
 	}
-	valid := s.entry != nil && !now.After(s.info.NextUpdate)
-	if valid && !g.stale(s, now) {
-		return s.entry, s.info, nil
+	valid := cur != nil && !now.After(cur.info.NextUpdate)
+	if valid && !g.stale(cur, now) {
+		return cur, nil
 	}
 	if g.cfg.Offline {
-		if s.entry == nil {
-			return nil, Info{}, fmt.Errorf("collateral: %s: no %s in %s (offline): %w", k, k.bodyFile(), g.cfg.Dir, ErrMissing)
+		if cur == nil {
+			return nil, fmt.Errorf("collateral: %s: no %s in %s (offline): %w", k, k.bodyFile(), g.cfg.Dir, ErrMissing)
 		}
-		return nil, Info{}, fmt.Errorf("collateral: %s: nextUpdate %s has passed (offline): %w", k, s.info.NextUpdate.UTC().Format(time.RFC3339), ErrExpired)
+		return nil, fmt.Errorf("collateral: %s: nextUpdate %s has passed (offline): %w", k, cur.info.NextUpdate.UTC().Format(time.RFC3339), ErrExpired)
 	}
 	e, info, err := g.fetch(ctx, k)
 	if err == nil && now.After(info.NextUpdate) {
@@ -206,19 +277,26 @@ func (g *Getter) get(ctx context.Context, k Key) (*Entry, Info, error) {
 	}
 	if err != nil {
 		if valid { // refresh failed: keep serving the unexpired copy
-			return s.entry, s.info, nil
+			return cur, nil
 		}
-		return nil, Info{}, err
+		return nil, err
 	}
 	if err := WriteEntry(g.cfg.Dir, e); err != nil {
-		return nil, Info{}, fmt.Errorf("collateral: %s: persisting: %w (%w)", k, ErrUnavailable, err)
+		return nil, fmt.Errorf("collateral: %s: persisting: %w (%w)", k, ErrUnavailable, err)
 	}
-	s.entry, s.info, s.fetchedAt = e, info, now
-	return e, info, nil
+	d := newDoc(e, info, now)
+	s.doc.Store(d)
+	return d, nil
 }
 
-func (g *Getter) stale(s *slot, now time.Time) bool {
-	return !g.cfg.Offline && g.cfg.RefreshAfter > 0 && now.Sub(s.fetchedAt) >= g.cfg.RefreshAfter
+// fresh reports whether d can be served at now without looking further:
+// unexpired and not due for refresh.
+func (g *Getter) fresh(d *doc, now time.Time) bool {
+	return !now.After(d.info.NextUpdate) && !g.stale(d, now)
+}
+
+func (g *Getter) stale(d *doc, now time.Time) bool {
+	return !g.cfg.Offline && g.cfg.RefreshAfter > 0 && now.Sub(d.fetchedAt) >= g.cfg.RefreshAfter
 }
 
 // fileTime approximates when a persisted document was fetched by its
