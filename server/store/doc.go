@@ -20,6 +20,10 @@
 //	rec, err := st.AppendAudit(ctx, audit.Entry{...})
 //	report, err := st.VerifyAudit(ctx)
 //
+//	// kbs compact, with the broker stopped: drop the free pages that may
+//	// still hold destroyed keys' sealed bytes
+//	res, err := store.Compact(ctx, store.DBPath(D), store.Options{KEK: p, Now: time.Now})
+//
 // Tests of other packages get a throwaway store from
 // server/store/storetest.
 //
