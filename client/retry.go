@@ -85,6 +85,17 @@ func (c *Client) do(ctx context.Context, attempt func(context.Context) error) er
 		defer cancel()
 	}
 	b := newBackoff()
+	// cause is the latest failure that made us retry. When the budget runs
+	// out in the middle of an attempt, that attempt only says
+	// DeadlineExceeded; the error then reports cause, which says why the
+	// broker was not answering (too_many_challenges, connection refused).
+	var cause error
+	spent := func(err error) error {
+		if cause != nil && status.Code(err) == codes.DeadlineExceeded && ctx.Err() != nil && parent.Err() == nil {
+			err = cause
+		}
+		return &UnavailableError{What: "key broker", Err: err}
+	}
 	for {
 		err := attempt(ctx)
 		if err == nil {
@@ -99,14 +110,15 @@ func (c *Client) do(ctx context.Context, attempt func(context.Context) error) er
 			return err
 		}
 		if ctx.Err() != nil {
-			return &UnavailableError{What: "key broker", Err: err}
+			return spent(err)
 		}
+		cause = err
 		if status.Code(err) == codes.Unavailable {
 			// Reconnect now rather than when gRPC's own backoff expires.
 			c.conn.ResetConnectBackoff()
 		}
 		if !b.wait(ctx) {
-			return &UnavailableError{What: "key broker", Err: err}
+			return spent(err)
 		}
 	}
 }
