@@ -46,7 +46,9 @@ const DefaultMaxQuoteSize = 64 << 10
 // CollateralSource serves collateral documents for the URLs go-tdx-guest
 // asks for: the response header (with the issuer chain) and the exact body.
 // *collateral.Getter implements it. Errors should wrap collateral.ErrMissing,
-// ErrExpired, ErrUnavailable or ErrInvalid; they become reason codes.
+// ErrExpired, ErrUnavailable or ErrInvalid; they become reason codes. The
+// returned header and body may be shared with other callers: the verifier
+// only reads, hashes and compares them, and copies what it caches.
 type CollateralSource interface {
 	Get(ctx context.Context, url string) (header map[string][]string, body []byte, err error)
 }
