@@ -82,21 +82,9 @@ func (s *Service) call(ctx context.Context, op, keyID string, fn func(e *audit.E
 	return ferr
 }
 
-// audit appends e even if the caller has gone away; an entry refused as
-// invalid is retried without its free-text details.
+// audit appends e (audit.Append: even if the caller has gone away).
 func (s *Service) audit(ctx context.Context, e audit.Entry) error {
-	ctx = context.WithoutCancel(ctx)
-	_, err := s.cfg.Store.AppendAudit(ctx, e)
-	if errors.Is(err, audit.ErrInvalid) && len(e.Details) > 0 {
-		e.Details = nil
-		_, err = s.cfg.Store.AppendAudit(ctx, e)
-	}
-	if err != nil {
-		s.cfg.Logger.LogAttrs(ctx, slog.LevelError, "audit append failed",
-			slog.String("operation", e.Operation), slog.String("request_id", e.RequestID),
-			slog.String("caller", e.Caller), slog.String("error", err.Error()))
-	}
-	return err
+	return audit.Append(ctx, s.cfg.Store, s.cfg.Logger, e)
 }
 
 // validKeyID is the InvalidArgument error for a malformed key id, or nil.

@@ -51,7 +51,7 @@ const (
 type Store interface {
 	GetPolicy(ctx context.Context, id string, version uint32) (store.Policy, error)
 	UnwrapKey(ctx context.Context, id string, version uint32) ([]byte, uint32, error)
-	AppendAudit(ctx context.Context, e audit.Entry) (audit.Record, error)
+	audit.Appender
 }
 
 var _ Store = (*store.Store)(nil)
@@ -367,20 +367,7 @@ func (s *Service) metric(d audit.Decision, reason string) {
 	}
 }
 
-// audit appends e, even if the caller has gone away (a decision is recorded
-// whatever happens to the connection). An entry refused as invalid is
-// retried without its free-text details; a failure is logged and returned.
+// audit appends e (audit.Append: even if the caller has gone away).
 func (s *Service) audit(ctx context.Context, e audit.Entry) error {
-	ctx = context.WithoutCancel(ctx)
-	_, err := s.cfg.Store.AppendAudit(ctx, e)
-	if errors.Is(err, audit.ErrInvalid) && len(e.Details) > 0 {
-		e.Details = nil
-		_, err = s.cfg.Store.AppendAudit(ctx, e)
-	}
-	if err != nil {
-		s.cfg.Logger.LogAttrs(ctx, slog.LevelError, "audit append failed",
-			slog.String("operation", e.Operation), slog.String("request_id", e.RequestID),
-			slog.String("caller", e.Caller), slog.String("error", err.Error()))
-	}
-	return err
+	return audit.Append(ctx, s.cfg.Store, s.cfg.Logger, e)
 }
