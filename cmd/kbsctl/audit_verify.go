@@ -42,18 +42,14 @@ Examples:
 }
 
 func (c *auditVerify) run(ctx context.Context, e *env, _ []string) error {
-	kc, err := c.conn.dial(ctx, e)
-	if err != nil {
-		return err
-	}
-	defer kc.Close()
 	// Walking a long log takes longer than one ordinary call; the caller's
 	// --timeout still bounds it.
-	cctx, cancel := kc.call(ctx)
-	defer cancel()
-	resp, err := kc.Admin().VerifyAuditLog(cctx, &kbsv1.VerifyAuditLogRequest{})
+	resp, err := adminCall(ctx, e, &c.conn, "audit verify", nil,
+		func(ctx context.Context, a kbsv1.AdminServiceClient) (*kbsv1.VerifyAuditLogResponse, error) {
+			return a.VerifyAuditLog(ctx, &kbsv1.VerifyAuditLogRequest{})
+		})
 	if err != nil {
-		return kc.explain(ctx, "audit verify", err, nil)
+		return err
 	}
 	if c.json {
 		if err := printJSON(e.stdout, resp); err != nil {

@@ -310,3 +310,24 @@ func printJSON(w io.Writer, m proto.Message) error {
 func (c *conn) call(ctx context.Context) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(ctx, c.timeout)
 }
+
+// adminCall dials the broker with c's flags, makes one AdminService call
+// bounded by --timeout, and explains a failure as op with hint (see
+// conn.explain). Commands that page through a list make several calls and
+// dial themselves.
+func adminCall[T any](ctx context.Context, e *env, c *connFlags, op string, hint func(reason string) string,
+	rpc func(context.Context, kbsv1.AdminServiceClient) (T, error)) (T, error) {
+	var zero T
+	kc, err := c.dial(ctx, e)
+	if err != nil {
+		return zero, err
+	}
+	defer kc.Close()
+	cctx, cancel := kc.call(ctx)
+	defer cancel()
+	resp, err := rpc(cctx, kc.Admin())
+	if err != nil {
+		return zero, kc.explain(ctx, op, err, hint)
+	}
+	return resp, nil
+}

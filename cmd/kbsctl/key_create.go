@@ -57,21 +57,17 @@ func (c *keyCreate) run(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	kc, err := c.conn.dial(ctx, e)
+	resp, err := adminCall(ctx, e, &c.conn, "key create "+id, keyHint,
+		func(ctx context.Context, a kbsv1.AdminServiceClient) (*kbsv1.CreateKeyResponse, error) {
+			return a.CreateKey(ctx, &kbsv1.CreateKeyRequest{
+				KeyId:       id,
+				Algorithm:   kbsv1.KeyAlgorithm_KEY_ALGORITHM_AES_256_GCM,
+				Description: c.description,
+				Labels:      labels,
+			})
+		})
 	if err != nil {
 		return err
-	}
-	defer kc.Close()
-	cctx, cancel := kc.call(ctx)
-	defer cancel()
-	resp, err := kc.Admin().CreateKey(cctx, &kbsv1.CreateKeyRequest{
-		KeyId:       id,
-		Algorithm:   kbsv1.KeyAlgorithm_KEY_ALGORITHM_AES_256_GCM,
-		Description: c.description,
-		Labels:      labels,
-	})
-	if err != nil {
-		return kc.explain(ctx, "key create "+id, err, keyHint)
 	}
 	if c.json {
 		return printJSON(e.stdout, resp.GetKey())

@@ -77,18 +77,15 @@ func (c *keyDestroy) run(ctx context.Context, e *env, args []string) error {
 			return err
 		}
 	}
-	kc, err := c.conn.dial(ctx, e)
+	hint := func(reason string) string {
+		return destroyHint(reason, id, version)
+	}
+	resp, err := adminCall(ctx, e, &c.conn, "key destroy "+id+versionSuffix(version), hint,
+		func(ctx context.Context, a kbsv1.AdminServiceClient) (*kbsv1.DestroyKeyResponse, error) {
+			return a.DestroyKey(ctx, &kbsv1.DestroyKeyRequest{KeyId: id, Version: version, WholeKey: version == 0})
+		})
 	if err != nil {
 		return err
-	}
-	defer kc.Close()
-	cctx, cancel := kc.call(ctx)
-	defer cancel()
-	resp, err := kc.Admin().DestroyKey(cctx, &kbsv1.DestroyKeyRequest{KeyId: id, Version: version, WholeKey: version == 0})
-	if err != nil {
-		return kc.explain(ctx, "key destroy "+id+versionSuffix(version), err, func(reason string) string {
-			return destroyHint(reason, id, version)
-		})
 	}
 	if c.json {
 		return printJSON(e.stdout, resp.GetKey())

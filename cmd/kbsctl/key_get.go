@@ -46,16 +46,12 @@ func (c *keyGet) run(ctx context.Context, e *env, args []string) error {
 	if err := validKeyID("key get: ID", id); err != nil {
 		return err
 	}
-	kc, err := c.conn.dial(ctx, e)
+	resp, err := adminCall(ctx, e, &c.conn, "key get "+id, keyHint,
+		func(ctx context.Context, a kbsv1.AdminServiceClient) (*kbsv1.GetKeyResponse, error) {
+			return a.GetKey(ctx, &kbsv1.GetKeyRequest{KeyId: id})
+		})
 	if err != nil {
 		return err
-	}
-	defer kc.Close()
-	cctx, cancel := kc.call(ctx)
-	defer cancel()
-	resp, err := kc.Admin().GetKey(cctx, &kbsv1.GetKeyRequest{KeyId: id})
-	if err != nil {
-		return kc.explain(ctx, "key get "+id, err, keyHint)
 	}
 	if c.json {
 		return printJSON(e.stdout, resp.GetKey())

@@ -80,31 +80,28 @@ func (c *keyImport) run(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	defer clear(key)
-	kc, err := c.conn.dial(ctx, e)
+	hint := func(reason string) string {
+		switch reason {
+		case "key_exists":
+			return "to add the key as a new version of it, pass --new-version"
+		case "key_not_found":
+			return "without --new-version the key is created"
+		}
+		return keyHint(reason)
+	}
+	resp, err := adminCall(ctx, e, &c.conn, "key import "+id, hint,
+		func(ctx context.Context, a kbsv1.AdminServiceClient) (*kbsv1.ImportKeyResponse, error) {
+			return a.ImportKey(ctx, &kbsv1.ImportKeyRequest{
+				KeyId:       id,
+				Algorithm:   kbsv1.KeyAlgorithm_KEY_ALGORITHM_AES_256_GCM,
+				KeyMaterial: key,
+				Description: c.description,
+				Labels:      labels,
+				NewVersion:  c.newVersion,
+			})
+		})
 	if err != nil {
 		return err
-	}
-	defer kc.Close()
-	cctx, cancel := kc.call(ctx)
-	defer cancel()
-	resp, err := kc.Admin().ImportKey(cctx, &kbsv1.ImportKeyRequest{
-		KeyId:       id,
-		Algorithm:   kbsv1.KeyAlgorithm_KEY_ALGORITHM_AES_256_GCM,
-		KeyMaterial: key,
-		Description: c.description,
-		Labels:      labels,
-		NewVersion:  c.newVersion,
-	})
-	if err != nil {
-		return kc.explain(ctx, "key import "+id, err, func(reason string) string {
-			switch reason {
-			case "key_exists":
-				return "to add the key as a new version of it, pass --new-version"
-			case "key_not_found":
-				return "without --new-version the key is created"
-			}
-			return keyHint(reason)
-		})
 	}
 	if c.json {
 		return printJSON(e.stdout, resp.GetKey())

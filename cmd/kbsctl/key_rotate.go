@@ -45,16 +45,12 @@ func (c *keyRotate) run(ctx context.Context, e *env, args []string) error {
 	if err := validKeyID("key rotate: ID", id); err != nil {
 		return err
 	}
-	kc, err := c.conn.dial(ctx, e)
+	resp, err := adminCall(ctx, e, &c.conn, "key rotate "+id, keyHint,
+		func(ctx context.Context, a kbsv1.AdminServiceClient) (*kbsv1.RotateKeyResponse, error) {
+			return a.RotateKey(ctx, &kbsv1.RotateKeyRequest{KeyId: id})
+		})
 	if err != nil {
 		return err
-	}
-	defer kc.Close()
-	cctx, cancel := kc.call(ctx)
-	defer cancel()
-	resp, err := kc.Admin().RotateKey(cctx, &kbsv1.RotateKeyRequest{KeyId: id})
-	if err != nil {
-		return kc.explain(ctx, "key rotate "+id, err, keyHint)
 	}
 	if c.json {
 		return printJSON(e.stdout, resp.GetKey())

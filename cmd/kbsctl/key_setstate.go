@@ -59,16 +59,12 @@ func (c *keySetState) run(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	kc, err := c.conn.dial(ctx, e)
+	key, err := adminCall(ctx, e, &c.conn, "key "+c.change.verb+" "+id+versionSuffix(version), keyHint,
+		func(ctx context.Context, a kbsv1.AdminServiceClient) (*kbsv1.KeyMetadata, error) {
+			return c.change.call(ctx, a, id, version)
+		})
 	if err != nil {
 		return err
-	}
-	defer kc.Close()
-	cctx, cancel := kc.call(ctx)
-	defer cancel()
-	key, err := c.change.call(cctx, kc.Admin(), id, version)
-	if err != nil {
-		return kc.explain(ctx, "key "+c.change.verb+" "+id+versionSuffix(version), err, keyHint)
 	}
 	if c.json {
 		return printJSON(e.stdout, key)

@@ -51,21 +51,18 @@ func (c *policyGet) run(ctx context.Context, e *env, _ []string) error {
 	if err != nil {
 		return err
 	}
-	kc, err := c.conn.dial(ctx, e)
+	hint := func(reason string) string {
+		if version != 0 && (reason == "no_policy" || reason == "policy_not_found") {
+			return "'kbsctl policy list --key " + c.key + "' lists the versions"
+		}
+		return policyHint(reason)
+	}
+	resp, err := adminCall(ctx, e, &c.conn, "policy get --key "+c.key+versionSuffix(version), hint,
+		func(ctx context.Context, a kbsv1.AdminServiceClient) (*kbsv1.GetPolicyResponse, error) {
+			return a.GetPolicy(ctx, &kbsv1.GetPolicyRequest{KeyId: c.key, Version: version})
+		})
 	if err != nil {
 		return err
-	}
-	defer kc.Close()
-	cctx, cancel := kc.call(ctx)
-	defer cancel()
-	resp, err := kc.Admin().GetPolicy(cctx, &kbsv1.GetPolicyRequest{KeyId: c.key, Version: version})
-	if err != nil {
-		return kc.explain(ctx, "policy get --key "+c.key+versionSuffix(version), err, func(reason string) string {
-			if version != 0 && (reason == "no_policy" || reason == "policy_not_found") {
-				return "'kbsctl policy list --key " + c.key + "' lists the versions"
-			}
-			return policyHint(reason)
-		})
 	}
 	return printJSON(e.stdout, resp.GetPolicy())
 }

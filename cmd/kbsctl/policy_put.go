@@ -75,21 +75,18 @@ func (c *policyPut) run(ctx context.Context, e *env, _ []string) error {
 	if err != nil {
 		return err
 	}
-	kc, err := c.conn.dial(ctx, e)
+	hint := func(reason string) string {
+		if reason == "invalid_argument" {
+			return "the key broker refused the policy; fix --file and put it again (nothing was stored)"
+		}
+		return policyHint(reason)
+	}
+	resp, err := adminCall(ctx, e, &c.conn, fmt.Sprintf("policy put --key %s --file %s", c.key, c.file), hint,
+		func(ctx context.Context, a kbsv1.AdminServiceClient) (*kbsv1.PutPolicyResponse, error) {
+			return a.PutPolicy(ctx, &kbsv1.PutPolicyRequest{KeyId: c.key, Policy: p})
+		})
 	if err != nil {
 		return err
-	}
-	defer kc.Close()
-	cctx, cancel := kc.call(ctx)
-	defer cancel()
-	resp, err := kc.Admin().PutPolicy(cctx, &kbsv1.PutPolicyRequest{KeyId: c.key, Policy: p})
-	if err != nil {
-		return kc.explain(ctx, fmt.Sprintf("policy put --key %s --file %s", c.key, c.file), err, func(reason string) string {
-			if reason == "invalid_argument" {
-				return "the key broker refused the policy; fix --file and put it again (nothing was stored)"
-			}
-			return policyHint(reason)
-		})
 	}
 	stored := resp.GetPolicy()
 	if c.json {

@@ -129,25 +129,22 @@ func (c *policyTest) run(ctx context.Context, e *env, _ []string) error {
 		req.KeyId, req.PolicyVersion = c.key, version
 	}
 
-	kc, err := c.conn.dial(ctx, e)
+	op := "policy test"
+	if c.key != "" {
+		op += " --key " + c.key
+	}
+	hint := func(reason string) string {
+		if reason == "invalid_argument" && c.policyFile != "" {
+			return "fix the draft in --policy-file"
+		}
+		return policyHint(reason)
+	}
+	resp, err := adminCall(ctx, e, &c.conn, op, hint,
+		func(ctx context.Context, a kbsv1.AdminServiceClient) (*kbsv1.TestPolicyResponse, error) {
+			return a.TestPolicy(ctx, req)
+		})
 	if err != nil {
 		return err
-	}
-	defer kc.Close()
-	cctx, cancel := kc.call(ctx)
-	defer cancel()
-	resp, err := kc.Admin().TestPolicy(cctx, req)
-	if err != nil {
-		op := "policy test"
-		if c.key != "" {
-			op += " --key " + c.key
-		}
-		return kc.explain(ctx, op, err, func(reason string) string {
-			if reason == "invalid_argument" && c.policyFile != "" {
-				return "fix the draft in --policy-file"
-			}
-			return policyHint(reason)
-		})
 	}
 	if label == "" {
 		label = fmt.Sprintf("version %d of the policy of key %s", resp.GetPolicyVersion(), c.key)
